@@ -1,0 +1,1 @@
+/* api_request: not written yet */

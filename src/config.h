@@ -1,0 +1,45 @@
+/*
+ * legbad's settings: defaults, then a config file of `key = value` lines,
+ * then command-line flags, all through one table of keys (config.c).
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "log.h"
+
+typedef enum {
+    ACCEL_AUTO = 0,
+    ACCEL_KVM,
+    ACCEL_TCG,
+} AccelMode;
+
+typedef struct {
+    char *listen_address; /* "127.0.0.1" */
+    uint16_t listen_port; /* 8080 */
+    char *libvirt_uri;    /* "qemu:///system" */
+    char *data_dir;       /* "/var/lib/legba": LMDB + instance disks */
+    char *images_dir;     /* "/var/lib/legba/images" */
+    char *domains_dir;    /* LEGBA_DOMAINS_DIR */
+    char *public_url;     /* base of access_url; "" = http://<listen> */
+    AccelMode accel;
+    LogLevel log_level;
+    unsigned max_connections;        /* 256 */
+    unsigned max_connections_per_ip; /* 64 */
+    unsigned connection_timeout;     /* seconds, 30 */
+    unsigned max_instances;          /* host-wide cap on live instances, 64 */
+} Config;
+
+/* Fills defaults. 0 or -ENOMEM. */
+int config_init(Config *config);
+void config_free(Config *config);
+
+/*
+ * Sets one key from its text form. On -EINVAL (unknown key, bad value)
+ * *ret_error, if not NULL, gets a malloc'd message naming the key.
+ */
+int config_set(Config *config, const char *key, const char *value, char **ret_error);
+/* Reads a file of `key = value` lines ('#' comments, blank lines). Errors name file:line. */
+int config_load_file(Config *config, const char *path, char **ret_error);
+
+const char *accel_mode_to_string(AccelMode mode);

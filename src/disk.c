@@ -1,0 +1,1 @@
+/* disk: not written yet */

@@ -1,0 +1,1 @@
+/* http: not written yet */

@@ -1,0 +1,1 @@
+/* reconcile: not written yet */

@@ -1,0 +1,1 @@
+/* route: not written yet */

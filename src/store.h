@@ -1,0 +1,93 @@
+/*
+ * The record of truth for what should exist: orgs, tokens and instances in
+ * one LMDB environment. Every function is one transaction; writers are
+ * serialised by LMDB, so each call is atomic against other threads and
+ * against legbactl in another process. The key layout is described once,
+ * at the top of store.c.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "uuid.h"
+
+#define STORE_ORG_NAME_MAX 64
+#define STORE_IMAGE_NAME_MAX 64
+#define STORE_SIZE_NAME_MAX 15
+
+typedef struct Store Store;
+
+typedef enum {
+    INSTANCE_CREATING = 0, /* intent written, domain may not exist yet */
+    INSTANCE_RUNNING,
+    INSTANCE_STOPPED,
+    INSTANCE_DELETING, /* intent written, domain/disk may still exist */
+    INSTANCE_TERMINATED,
+    _INSTANCE_STATE_MAX,
+} InstanceState;
+
+typedef struct {
+    char uuid[UUID_STR_LEN];
+    char name[STORE_ORG_NAME_MAX + 1];
+    int64_t created_at; /* seconds since the epoch, UTC */
+} StoreOrg;
+
+typedef struct {
+    char id[UUID_STR_LEN]; /* public handle, used to revoke */
+    char org_uuid[UUID_STR_LEN];
+    uint8_t hash[AUTH_HASH_LEN];
+    int64_t created_at;
+} StoreToken;
+
+typedef struct {
+    char uuid[UUID_STR_LEN];
+    char org_uuid[UUID_STR_LEN];
+    char image[STORE_IMAGE_NAME_MAX + 1];
+    char size[STORE_SIZE_NAME_MAX + 1];
+    InstanceState state;
+    int64_t created_at;
+    int64_t updated_at;
+} StoreInstance;
+
+const char *instance_state_to_string(InstanceState state);
+/* -EINVAL for an unknown name. */
+int instance_state_from_string(const char *name, InstanceState *ret_state);
+
+/*
+ * Opens (creating if needed, mode 0700) DIR/state holding the LMDB
+ * environment, with every named database opened here once.
+ * map_size 0 means the default (1 GiB).
+ */
+int store_open(const char *data_dir, size_t map_size, Store **ret_store);
+void store_close(Store *store);
+
+/* Org and its first token in one transaction. -EEXIST if the uuid is taken. */
+int store_org_create(Store *store, const StoreOrg *org, const StoreToken *token);
+int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org); /* -ENOENT */
+/* All orgs ordered by uuid; *ret_orgs is malloc'd (NULL when none). */
+int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count);
+
+int store_token_add(Store *store, const StoreToken *token);   /* -ENOENT if no such org */
+int store_token_lookup(Store *store, const uint8_t hash[AUTH_HASH_LEN],
+                       StoreToken *ret_token);               /* -ENOENT */
+int store_token_revoke(Store *store, const char *token_id); /* -ENOENT */
+/* org_uuid NULL lists every org's tokens. */
+int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens,
+                     size_t *ret_count);
+
+/* Inserts; -EEXIST if the uuid is taken, -ENOENT if the org is missing. */
+int store_instance_insert(Store *store, const StoreInstance *instance);
+int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *ret_instance);
+/*
+ * Compare-and-set of the state, so two requests cannot both win a
+ * transition: -ENOENT if missing, -ESTALE (ret_instance filled with the
+ * current record when not NULL) if the state is not `expected`.
+ */
+int store_instance_transition(Store *store, const char *instance_uuid, InstanceState expected,
+                              InstanceState next, StoreInstance *ret_instance);
+int store_instance_delete(Store *store, const char *instance_uuid); /* -ENOENT */
+/* org_uuid NULL lists all; ordered by created_at then uuid within an org. */
+int store_instance_list(Store *store, const char *org_uuid, StoreInstance **ret_instances,
+                        size_t *ret_count);
