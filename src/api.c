@@ -1,1 +1,437 @@
-/* api: not written yet */
+#include "api.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "api_request.h"
+#include "auth.h"
+#include "disk.h"
+#include "log.h"
+#include "route.h"
+#include "util.h"
+
+/*
+ * The domain lifecycle, as the API drives it. LMDB records the intent
+ * before libvirt or the disk is touched, so reconcile (reconcile.c) can
+ * finish or undo whatever a crash interrupted:
+ *
+ *   create:  record CREATING → overlay → define+start domain → RUNNING → 201
+ *            (any failure undoes the steps already done, newest first)
+ *   delete:  RUNNING|STOPPED → DELETING → destroy+undefine → overlay removed
+ *            → record removed → 204
+ *   events:  libvirt says a domain stopped/started → STOPPED/RUNNING
+ *
+ * CREATING and DELETING records are invisible to clients.
+ */
+
+static const char *status_name(InstanceState state)
+{
+    switch (state) {
+    case INSTANCE_RUNNING:
+        return "running";
+    case INSTANCE_STOPPED:
+        return "stopped";
+    case INSTANCE_TERMINATED:
+        return "terminated";
+    default:
+        return NULL;
+    }
+}
+
+static bool visible(const StoreInstance *instance)
+{
+    return status_name(instance->state) != NULL;
+}
+
+static cJSON *instance_to_json(const StoreInstance *instance)
+{
+    char created[UTIL_ISO8601_LEN];
+    util_format_iso8601(instance->created_at, created);
+    cJSON *json = cJSON_CreateObject();
+    if (!json || !cJSON_AddStringToObject(json, "instance_uuid", instance->uuid) ||
+        !cJSON_AddStringToObject(json, "status", status_name(instance->state)) ||
+        !cJSON_AddStringToObject(json, "image", instance->image) ||
+        !cJSON_AddStringToObject(json, "size", instance->size) ||
+        !cJSON_AddStringToObject(json, "created_at", created) ||
+        /* The console that serves access_url is not part of this release. */
+        !cJSON_AddNullToObject(json, "access_url")) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+    return json;
+}
+
+static void internal_error(HttpResponse *response)
+{
+    http_response_error(response, 500, "internal", "internal error; see the server log");
+}
+
+static void not_found(HttpResponse *response)
+{
+    http_response_error(response, 404, "not_found", "no such resource");
+}
+
+/* Comma-separated names for error messages that list what is accepted. */
+static void image_names(const ImageCatalog *images, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < image_catalog_count(images) && used < size; i++) {
+        int n = snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
+                         image_catalog_get(images, i)->name);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    if (image_catalog_count(images) == 0)
+        snprintf(buf, size, "(none installed)");
+}
+
+static void size_names(char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; template_size_names[i] && used < size; i++) {
+        int n = snprintf(buf + used, size - used, "%s%s", i ? ", " : "", template_size_names[i]);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+/* Renders the size's template for this instance; -errno, with *ret_error for the log. */
+static int render_domain(Api *api, const StoreInstance *instance, const Image *image,
+                         const char *overlay, char **ret_xml, char **ret_error)
+{
+    char name[VIRT_DOMAIN_NAME_LEN], created[UTIL_ISO8601_LEN];
+    virt_domain_name(instance->uuid, name);
+    util_format_iso8601(instance->created_at, created);
+    bool kernel = image->boot == IMAGE_BOOT_KERNEL;
+    const TemplateVar vars[] = {
+        {"name", name},
+        {"uuid", instance->uuid},
+        {"org_uuid", instance->org_uuid},
+        {"image", instance->image},
+        {"size", instance->size},
+        {"created_at", created},
+        {"domain_type", api->kvm ? "kvm" : "qemu"},
+        {"kvm", api->kvm ? "1" : NULL},
+        {"disk_path", overlay},
+        {"disk_format", "qcow2"},
+        {"kernel", kernel ? image->kernel_path : NULL},
+        {"initrd", kernel ? image->initrd_path : NULL},
+        {"cmdline", kernel ? image->cmdline : NULL},
+    };
+    const char *tmpl = domain_templates_get(api->templates, instance->size);
+    if (!tmpl)
+        return -EINVAL;
+    return template_render(tmpl, vars, ARRAY_SIZE(vars), ret_xml, ret_error);
+}
+
+/* Undo of a create that got as far as the record (and maybe the disk). */
+static void create_rollback(Api *api, const StoreInstance *instance, const char *overlay)
+{
+    int r = disk_overlay_remove(overlay);
+    if (r < 0)
+        log_error("instance %s: rollback: cannot remove %s: %s", instance->uuid, overlay,
+                  strerror(-r));
+    r = store_instance_delete(api->store, instance->uuid);
+    if (r < 0)
+        log_error("instance %s: rollback: cannot delete record: %s", instance->uuid,
+                  strerror(-r));
+}
+
+static void instances_create(Api *api, const char *org_uuid, const HttpRequest *request,
+                             HttpResponse *response)
+{
+    if (!api_content_type_is_json(request->content_type)) {
+        http_response_error(response, 415, "unsupported_media_type",
+                            "Content-Type must be application/json");
+        return;
+    }
+    ApiCreateRequest body = {0};
+    ApiError error;
+    if (api_create_request_parse(request->body, request->body_len, &body, &error) < 0) {
+        http_response_error(response, error.status, error.code, "%s", error.message);
+        return;
+    }
+
+    char names[512];
+    const Image *image = image_catalog_find(api->images, body.image);
+    if (!image) {
+        image_names(api->images, names, sizeof(names));
+        http_response_error(response, 400, "invalid_image", "image must be one of: %s", names);
+        goto cleanup;
+    }
+    if (!domain_templates_get(api->templates, body.size)) {
+        size_names(names, sizeof(names));
+        http_response_error(response, 400, "invalid_size", "size must be one of %s", names);
+        goto cleanup;
+    }
+
+    /* Host-wide cap: counted from the records, the one place every instance is. */
+    _cleanup_free_ StoreInstance *all = NULL;
+    size_t count = 0;
+    if (store_instance_list(api->store, NULL, &all, &count) < 0) {
+        internal_error(response);
+        goto cleanup;
+    }
+    if (count >= api->config->max_instances) {
+        response->retry_after = 30;
+        http_response_error(response, 503, "capacity",
+                            "the host runs its maximum of %u instances; try again later",
+                            api->config->max_instances);
+        goto cleanup;
+    }
+
+    StoreInstance instance = {.state = INSTANCE_CREATING, .created_at = time(NULL)};
+    instance.updated_at = instance.created_at;
+    snprintf(instance.org_uuid, sizeof(instance.org_uuid), "%s", org_uuid);
+    snprintf(instance.image, sizeof(instance.image), "%s", image->name);
+    snprintf(instance.size, sizeof(instance.size), "%s", body.size);
+    if (uuid_generate(instance.uuid) < 0 || store_instance_insert(api->store, &instance) < 0) {
+        log_error("instance create: cannot write the record");
+        internal_error(response);
+        goto cleanup;
+    }
+
+    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
+    _cleanup_free_ char *xml = NULL;
+    _cleanup_free_ char *why = NULL;
+    int r = overlay ? disk_overlay_create(image->disk_path, image->disk_format, overlay, &why)
+                    : -ENOMEM;
+    if (r < 0) {
+        log_error("instance %s: cannot create disk: %s", instance.uuid, why ? why : strerror(-r));
+        create_rollback(api, &instance, overlay ? overlay : "");
+        internal_error(response);
+        goto cleanup;
+    }
+    r = render_domain(api, &instance, image, overlay, &xml, &why);
+    if (r >= 0)
+        r = virt_domain_start(api->virt, xml, &why);
+    if (r < 0) {
+        log_error("instance %s: cannot start domain: %s", instance.uuid,
+                  why ? why : strerror(-r));
+        create_rollback(api, &instance, overlay);
+        http_response_error(response, 500, "start_failed",
+                            "the virtual machine could not be started; see the server log");
+        goto cleanup;
+    }
+
+    r = store_instance_transition(api->store, instance.uuid, INSTANCE_CREATING,
+                                  INSTANCE_RUNNING, NULL);
+    if (r == -ESTALE) {
+        /* A stop event already landed; the record says what happened. */
+        r = store_instance_transition(api->store, instance.uuid, INSTANCE_STOPPED,
+                                      INSTANCE_STOPPED, NULL);
+    }
+    if (r < 0 || store_instance_get(api->store, instance.uuid, &instance) < 0) {
+        log_error("instance %s: cannot record the running domain", instance.uuid);
+        virt_domain_remove(api->virt, instance.uuid, NULL);
+        create_rollback(api, &instance, overlay);
+        internal_error(response);
+        goto cleanup;
+    }
+
+    log_info("instance %s: created for org %s (image %s, size %s)", instance.uuid, org_uuid,
+             instance.image, instance.size);
+    if (asprintf(&response->location, "/orgs/%s/api/instances/%s", org_uuid, instance.uuid) < 0)
+        response->location = NULL;
+    http_response_json(response, 201, instance_to_json(&instance));
+
+cleanup:
+    api_create_request_done(&body);
+}
+
+static void instances_list(Api *api, const char *org_uuid, HttpResponse *response)
+{
+    _cleanup_free_ StoreInstance *instances = NULL;
+    size_t count = 0;
+    if (store_instance_list(api->store, org_uuid, &instances, &count) < 0) {
+        internal_error(response);
+        return;
+    }
+    cJSON *json = cJSON_CreateObject();
+    cJSON *array = cJSON_AddArrayToObject(json, "instances");
+    size_t total = 0;
+    for (size_t i = 0; array && i < count; i++) {
+        if (!visible(&instances[i]))
+            continue;
+        cJSON *item = instance_to_json(&instances[i]);
+        if (!item) {
+            cJSON_Delete(json);
+            internal_error(response);
+            return;
+        }
+        cJSON_AddItemToArray(array, item);
+        total++;
+    }
+    if (!array || !cJSON_AddNumberToObject(json, "total", (double)total)) {
+        cJSON_Delete(json);
+        internal_error(response);
+        return;
+    }
+    http_response_json(response, 200, json);
+}
+
+/* The instance, if it exists, belongs to org_uuid and is visible; else a 404 is set. */
+static int find_instance(Api *api, const Route *route, StoreInstance *ret_instance,
+                         HttpResponse *response)
+{
+    StoreInstance instance;
+    int r = store_instance_get(api->store, route->instance_uuid, &instance);
+    if (r == -ENOENT || (r == 0 && (strcmp(instance.org_uuid, route->org_uuid) != 0 ||
+                                    !visible(&instance)))) {
+        not_found(response);
+        return -ENOENT;
+    }
+    if (r < 0) {
+        internal_error(response);
+        return r;
+    }
+    *ret_instance = instance;
+    return 0;
+}
+
+static void instance_get(Api *api, const Route *route, HttpResponse *response)
+{
+    StoreInstance instance;
+    if (find_instance(api, route, &instance, response) < 0)
+        return;
+    http_response_json(response, 200, instance_to_json(&instance));
+}
+
+static void instance_delete(Api *api, const Route *route, HttpResponse *response)
+{
+    StoreInstance instance;
+    if (find_instance(api, route, &instance, response) < 0)
+        return;
+    int r = store_instance_transition(api->store, instance.uuid, instance.state,
+                                      INSTANCE_DELETING, NULL);
+    if (r == -ESTALE || r == -ENOENT) {
+        /* Another request changed it first (most likely a concurrent delete). */
+        not_found(response);
+        return;
+    }
+    if (r < 0) {
+        internal_error(response);
+        return;
+    }
+
+    _cleanup_free_ char *why = NULL;
+    r = virt_domain_remove(api->virt, instance.uuid, &why);
+    if (r < 0 && r != -ENOENT) {
+        log_error("instance %s: cannot remove domain: %s", instance.uuid,
+                  why ? why : strerror(-r));
+        /* The domain is still there: give the instance back so the client can retry. */
+        store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING, instance.state,
+                                  NULL);
+        response->retry_after = 5;
+        http_response_error(response, 503, "delete_failed",
+                            "the virtual machine could not be destroyed; try again");
+        return;
+    }
+    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
+    r = overlay ? disk_overlay_remove(overlay) : -ENOMEM;
+    if (r < 0) {
+        /* The record stays DELETING; the next start-up reconcile retries the disk. */
+        log_error("instance %s: cannot remove disk: %s", instance.uuid, strerror(-r));
+        internal_error(response);
+        return;
+    }
+    r = store_instance_delete(api->store, instance.uuid);
+    if (r < 0 && r != -ENOENT) {
+        log_error("instance %s: cannot delete record: %s", instance.uuid, strerror(-r));
+        internal_error(response);
+        return;
+    }
+    log_info("instance %s: deleted (org %s)", instance.uuid, instance.org_uuid);
+    response->status = 204;
+}
+
+/*
+ * Who is asking: the org of a valid bearer token. -EACCES sets the 401.
+ * The hash is the lookup key; the stored hash is compared again in
+ * constant time so the answer never depends on how much of it matched.
+ */
+static int authenticate(Api *api, const HttpRequest *request, char ret_org[UUID_STR_LEN],
+                        HttpResponse *response)
+{
+    const char *token;
+    size_t len;
+    uint8_t hash[AUTH_HASH_LEN];
+    StoreToken stored;
+
+    if (auth_bearer_parse(request->authorization, &token, &len) < 0 ||
+        auth_token_hash(token, len, hash) < 0 ||
+        store_token_lookup(api->store, hash, &stored) < 0 ||
+        !auth_hash_equal(hash, stored.hash)) {
+        response->www_authenticate = true;
+        http_response_error(response, 401, "unauthorized",
+                            "a valid 'Authorization: Bearer <token>' header is required");
+        return -EACCES;
+    }
+    memcpy(ret_org, stored.org_uuid, UUID_STR_LEN);
+    return 0;
+}
+
+void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response)
+{
+    Api *api = userdata;
+    char org[UUID_STR_LEN];
+    Route route;
+
+    if (authenticate(api, request, org, response) < 0)
+        return;
+
+    switch (route_match(request->path, &route)) {
+    case ROUTE_OK:
+        break;
+    case ROUTE_BAD_ORG_UUID:
+        http_response_error(response, 400, "invalid_org_uuid",
+                            "the org in the path is not a UUID");
+        return;
+    case ROUTE_BAD_INSTANCE_UUID:
+        http_response_error(response, 400, "invalid_instance_uuid",
+                            "the instance in the path is not a UUID");
+        return;
+    default:
+        not_found(response);
+        return;
+    }
+
+    RouteMethod method = route_method_parse(request->method);
+    if (!route_allows(route.id, method)) {
+        response->allow = route_allow_header(route.id);
+        http_response_error(response, 405, "method_not_allowed", "allowed methods: %s",
+                            response->allow);
+        return;
+    }
+    /* Another org's path looks exactly like one that does not exist. */
+    if (strcmp(route.org_uuid, org) != 0) {
+        not_found(response);
+        return;
+    }
+
+    if (route.id == ROUTE_INSTANCES && method == ROUTE_METHOD_GET)
+        instances_list(api, org, response);
+    else if (route.id == ROUTE_INSTANCES && method == ROUTE_METHOD_POST)
+        instances_create(api, org, request, response);
+    else if (route.id == ROUTE_INSTANCE && method == ROUTE_METHOD_GET)
+        instance_get(api, &route, response);
+    else
+        instance_delete(api, &route, response);
+}
+
+void api_on_lifecycle(void *userdata, const char *instance_uuid, VirtDomainState state)
+{
+    Api *api = userdata;
+    InstanceState from = state == VIRT_DOMAIN_RUNNING ? INSTANCE_STOPPED : INSTANCE_RUNNING;
+    InstanceState to = state == VIRT_DOMAIN_RUNNING ? INSTANCE_RUNNING : INSTANCE_STOPPED;
+    /* Only a settled record follows events; CREATING/DELETING belong to their request. */
+    if (store_instance_transition(api->store, instance_uuid, from, to, NULL) == 0)
+        log_info("instance %s: domain %s", instance_uuid,
+                 to == INSTANCE_RUNNING ? "started" : "stopped");
+}

@@ -1,1 +1,297 @@
-/* http: not written yet */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+struct HttpServer {
+    struct MHD_Daemon *daemon;
+    HttpHandler handler;
+    void *userdata;
+    uint16_t port;
+};
+
+/* Per-request state, from the first callback to the completion notice. */
+typedef struct {
+    char *body;
+    size_t body_len;
+    bool too_large;
+    struct timespec started;
+} RequestState;
+
+int http_response_json(HttpResponse *response, unsigned status, cJSON *json)
+{
+    char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+    cJSON_Delete(json);
+    if (!text) {
+        response->status = 500;
+        response->body = NULL;
+        return -ENOMEM;
+    }
+    free(response->body);
+    response->status = status;
+    response->body = text;
+    return 0;
+}
+
+void http_response_error(HttpResponse *response, unsigned status, const char *code,
+                         const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+
+    cJSON *json = cJSON_CreateObject();
+    cJSON *error = cJSON_AddObjectToObject(json, "error");
+    if (!error || !cJSON_AddStringToObject(error, "code", code) ||
+        !cJSON_AddStringToObject(error, "message", message)) {
+        cJSON_Delete(json);
+        json = NULL;
+    }
+    http_response_json(response, status, json);
+}
+
+static void remote_address(struct MHD_Connection *connection, char *buf, size_t size)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(buf, size, "?");
+    if (!info || !info->client_addr)
+        return;
+    const struct sockaddr *sa = info->client_addr;
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    getnameinfo(sa, len, buf, (socklen_t)size, NULL, 0, NI_NUMERICHOST);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResponse *out)
+{
+    struct MHD_Response *response;
+    if (out->body)
+        response = MHD_create_response_from_buffer(strlen(out->body), out->body,
+                                                   MHD_RESPMEM_MUST_FREE);
+    else
+        response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!response) {
+        free(out->body);
+        out->body = NULL;
+        return MHD_NO;
+    }
+    out->body = NULL; /* owned by the response now */
+
+    if (out->status != 204)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+    if (out->location)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_LOCATION, out->location);
+    if (out->allow)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, out->allow);
+    if (out->www_authenticate)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"legba\"");
+    if (out->retry_after > 0) {
+        char seconds[16];
+        snprintf(seconds, sizeof(seconds), "%u", out->retry_after);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+    }
+    enum MHD_Result r = MHD_queue_response(connection, out->status, response);
+    MHD_destroy_response(response);
+    return r;
+}
+
+static double elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - since->tv_sec) * 1e3 +
+           (double)(now.tv_nsec - since->tv_nsec) / 1e6;
+}
+
+static enum MHD_Result finish(HttpServer *server, struct MHD_Connection *connection,
+                              const char *url, const char *method, RequestState *state)
+{
+    char remote[INET6_ADDRSTRLEN + 1];
+    HttpResponse out = {.status = 500};
+    remote_address(connection, remote, sizeof(remote));
+
+    if (state->too_large) {
+        http_response_error(&out, 413, "body_too_large", "request body exceeds %d bytes",
+                            HTTP_BODY_MAX);
+    } else {
+        HttpRequest request = {
+            .method = method,
+            .path = url,
+            .content_type =
+                MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Type"),
+            .authorization =
+                MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization"),
+            .body = state->body ? state->body : "",
+            .body_len = state->body_len,
+            .remote = remote,
+        };
+        server->handler(server->userdata, &request, &out);
+    }
+
+    unsigned status = out.status;
+    enum MHD_Result r = send_response(connection, &out);
+    free(out.location);
+    log_info("%s %s %s -> %u (%.1f ms)", remote, method, url, status, elapsed_ms(&state->started));
+    return r;
+}
+
+/*
+ * libmicrohttpd calls this first with no data (create the state), then for
+ * each piece of the body, then once more with nothing left: the moment to
+ * answer. A body past the limit is drained, not stored, and answered 413.
+ */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    HttpServer *server = cls;
+    RequestState *state = *con_cls;
+
+    if (!state) {
+        state = calloc(1, sizeof(*state));
+        if (!state)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &state->started);
+        *con_cls = state;
+
+        /* A declared length over the limit is refused before reading any of it. */
+        const char *length =
+            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
+        if (length) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(length, &end, 10);
+            if (errno != 0 || *end != '\0' || n > HTTP_BODY_MAX) {
+                state->too_large = true;
+                return finish(server, connection, url, method, state);
+            }
+        }
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (state->too_large)
+            return MHD_YES;
+        if (state->body_len + n > HTTP_BODY_MAX) {
+            state->too_large = true;
+            free(state->body);
+            state->body = NULL;
+            state->body_len = 0;
+            return MHD_YES;
+        }
+        char *grown = realloc(state->body, state->body_len + n + 1);
+        if (!grown)
+            return MHD_NO;
+        memcpy(grown + state->body_len, upload_data, n);
+        state->body = grown;
+        state->body_len += n;
+        state->body[state->body_len] = '\0';
+        return MHD_YES;
+    }
+
+    return finish(server, connection, url, method, state);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    RequestState *state = *con_cls;
+    if (!state)
+        return;
+    free(state->body);
+    free(state);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t len = strlen(line);
+    while (len > 0 && line[len - 1] == '\n')
+        line[--len] = '\0';
+    log_warn("http: %s", line);
+}
+
+int http_server_start(const HttpServerOptions *options, HttpHandler handler, void *userdata,
+                      HttpServer **ret_server, char **ret_error)
+{
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", options->port);
+    int r = getaddrinfo(options->address, port, &hints, &ai);
+    if (r != 0) {
+        if (ret_error && asprintf(ret_error, "listen address '%s': %s", options->address,
+                                  gai_strerror(r)) < 0)
+            *ret_error = NULL;
+        return -EINVAL;
+    }
+
+    _cleanup_free_ HttpServer *server = calloc(1, sizeof(*server));
+    if (!server) {
+        freeaddrinfo(ai);
+        return -ENOMEM;
+    }
+    server->handler = handler;
+    server->userdata = userdata;
+
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    server->daemon = MHD_start_daemon(
+        flags, options->port, NULL, NULL, on_request, server, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        options->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        options->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        options->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+    int saved_errno = errno;
+    freeaddrinfo(ai);
+    if (!server->daemon) {
+        if (ret_error && asprintf(ret_error, "cannot listen on %s:%u: %s", options->address,
+                                  options->port, strerror(saved_errno)) < 0)
+            *ret_error = NULL;
+        return -EADDRNOTAVAIL;
+    }
+
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    server->port = info ? info->port : options->port;
+    *ret_server = TAKE_PTR(server);
+    return 0;
+}
+
+void http_server_stop(HttpServer *server)
+{
+    if (!server)
+        return;
+    if (server->daemon)
+        MHD_stop_daemon(server->daemon);
+    free(server);
+}
+
+uint16_t http_server_port(const HttpServer *server)
+{
+    return server->port;
+}

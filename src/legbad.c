@@ -1,1 +1,255 @@
-int main(void){return 0;}
+/* legbad: the daemon. Settings, start-up order, and the wait for a signal. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "config.h"
+#include "disk.h"
+#include "http.h"
+#include "image.h"
+#include "log.h"
+#include "reconcile.h"
+#include "store.h"
+#include "template.h"
+#include "util.h"
+#include "virt.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: legbad [OPTION]...\n"
+            "Serve the legba Instances API: browser VMs on libvirt, state in LMDB.\n"
+            "\n"
+            "  -c, --config FILE        read settings (key = value lines) from FILE\n"
+            "      --listen ADDR:PORT   HTTP listen address (default 127.0.0.1:8080)\n"
+            "      --libvirt-uri URI    libvirt connection (default qemu:///system)\n"
+            "      --data-dir DIR       LMDB state and instance disks (default /var/lib/legba)\n"
+            "      --images-dir DIR     image catalog (default /var/lib/legba/images)\n"
+            "      --domains-dir DIR    domain templates (default %s)\n"
+            "      --accel MODE         auto, kvm or tcg (default auto)\n"
+            "      --public-url URL     base of access URLs\n"
+            "      --log-level LEVEL    error, warn, info or debug (default info)\n"
+            "  -h, --help               show this help\n"
+            "      --version            show the version\n"
+            "\n"
+            "Flags override the config file. Every config key is listed in README.md.\n",
+            LEGBA_DOMAINS_DIR);
+}
+
+/* Flags that map one-to-one onto config keys. */
+static const struct {
+    const char *flag;
+    const char *key;
+} flag_keys[] = {
+    {"listen", "listen"},           {"libvirt-uri", "libvirt_uri"},
+    {"data-dir", "data_dir"},       {"images-dir", "images_dir"},
+    {"domains-dir", "domains_dir"}, {"accel", "accel"},
+    {"public-url", "public_url"},   {"log-level", "log_level"},
+};
+
+enum { OPT_VERSION = 256, OPT_KEY_BASE = 512 };
+
+static int parse_args(int argc, char **argv, Config *config)
+{
+    struct option options[ARRAY_SIZE(flag_keys) + 4];
+    size_t n = 0;
+    options[n++] = (struct option){"config", required_argument, NULL, 'c'};
+    options[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    options[n++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+    for (size_t i = 0; i < ARRAY_SIZE(flag_keys); i++)
+        options[n++] = (struct option){flag_keys[i].flag, required_argument, NULL,
+                                       OPT_KEY_BASE + (int)i};
+    options[n] = (struct option){0};
+
+    /* First the config file, wherever it appears, so every flag can override it. */
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            exit(0);
+        }
+        if (c == OPT_VERSION) {
+            printf("legbad %s\n", LEGBA_VERSION);
+            exit(0);
+        }
+        if (c == '?') {
+            fprintf(stderr, "Try 'legbad --help'.\n");
+            return -EINVAL;
+        }
+        if (c == 'c') {
+            _cleanup_free_ char *error = NULL;
+            if (config_load_file(config, optarg, &error) < 0) {
+                fprintf(stderr, "legbad: %s\n", error ? error : "cannot read config file");
+                return -EINVAL;
+            }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "legbad: unexpected argument '%s'\nTry 'legbad --help'.\n",
+                argv[optind]);
+        return -EINVAL;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+        if (c < OPT_KEY_BASE)
+            continue;
+        _cleanup_free_ char *error = NULL;
+        if (config_set(config, flag_keys[c - OPT_KEY_BASE].key, optarg, &error) < 0) {
+            fprintf(stderr, "legbad: --%s: %s\n", flag_keys[c - OPT_KEY_BASE].flag,
+                    error ? error : "invalid value");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* One legbad per data dir: two would both reconcile and fight over domains. */
+static int lock_data_dir(const char *data_dir, int *ret_fd)
+{
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/legbad.lock", data_dir) < 0)
+        return -ENOMEM;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int r = -errno;
+        close(fd);
+        return r == -EWOULDBLOCK ? -EBUSY : r;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    Config config;
+    Store *store = NULL;
+    Virt *virt = NULL;
+    ImageCatalog *images = NULL;
+    DomainTemplates *templates = NULL;
+    HttpServer *server = NULL;
+    _cleanup_free_ char *error = NULL;
+    _cleanup_free_ char *accel_reason = NULL;
+    _cleanup_close_ int lock_fd = -1;
+    int ret = 1, r;
+
+    log_set_ident("legbad");
+    if (config_init(&config) < 0) {
+        fprintf(stderr, "legbad: out of memory\n");
+        return 1;
+    }
+    if (parse_args(argc, argv, &config) < 0) {
+        config_free(&config);
+        return 2;
+    }
+    log_set_level(config.log_level);
+
+    /* Signals are taken by sigwait below; every thread started later inherits the mask. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_info("legbad %s starting: libvirt %s, data %s, images %s, domains %s", LEGBA_VERSION,
+             config.libvirt_uri, config.data_dir, config.images_dir, config.domains_dir);
+
+    bool kvm;
+    r = virt_accel_choose(config.accel, &kvm, &accel_reason);
+    if (r < 0)
+        goto out;
+    log_info("accel %s", accel_reason);
+
+    r = disk_prepare_dir(config.data_dir);
+    if (r < 0) {
+        log_error("cannot prepare data dir %s: %s", config.data_dir, strerror(-r));
+        goto out;
+    }
+    r = lock_data_dir(config.data_dir, &lock_fd);
+    if (r < 0) {
+        log_error("cannot lock data dir %s: %s", config.data_dir,
+                  r == -EBUSY ? "another legbad is running on it" : strerror(-r));
+        goto out;
+    }
+    r = store_open(config.data_dir, 0, &store);
+    if (r < 0) {
+        log_error("cannot open state in %s: %s", config.data_dir, strerror(-r));
+        goto out;
+    }
+    r = domain_templates_load(config.domains_dir, &templates, &error);
+    if (r < 0) {
+        log_error("domain templates: %s", error ? error : strerror(-r));
+        goto out;
+    }
+    r = image_catalog_load(config.images_dir, &images);
+    if (r < 0) {
+        log_error("image catalog %s: %s", config.images_dir, strerror(-r));
+        goto out;
+    }
+    for (size_t i = 0; i < image_catalog_count(images); i++)
+        log_info("image %s: %s", image_catalog_get(images, i)->name,
+                 image_catalog_get(images, i)->disk_path);
+    if (image_catalog_count(images) == 0)
+        log_warn("no images in %s: every create will fail until one is built "
+                 "(tools/build-image NAME)",
+                 config.images_dir);
+
+    static Api api;
+    api = (Api){.config = &config,
+                .store = store,
+                .images = images,
+                .templates = templates,
+                .kvm = kvm};
+    r = virt_open(config.libvirt_uri, api_on_lifecycle, &api, &virt, &error);
+    if (r < 0) {
+        log_error("%s", error ? error : strerror(-r));
+        goto out;
+    }
+    api.virt = virt;
+
+    r = reconcile_run(store, virt, config.data_dir, NULL);
+    if (r < 0)
+        log_warn("reconcile left work undone; it is retried at the next start");
+
+    HttpServerOptions http = {
+        .address = config.listen_address,
+        .port = config.listen_port,
+        .max_connections = config.max_connections,
+        .max_connections_per_ip = config.max_connections_per_ip,
+        .connection_timeout = config.connection_timeout,
+    };
+    free(error);
+    error = NULL;
+    r = http_server_start(&http, api_handle, &api, &server, &error);
+    if (r < 0) {
+        log_error("%s", error ? error : strerror(-r));
+        goto out;
+    }
+    log_info("listening on %s%s%s:%u", strchr(config.listen_address, ':') ? "[" : "",
+             config.listen_address, strchr(config.listen_address, ':') ? "]" : "",
+             http_server_port(server));
+
+    int sig;
+    sigwait(&signals, &sig);
+    log_info("signal %s: shutting down; running instances are left running", strsignal(sig));
+    ret = 0;
+
+out:
+    http_server_stop(server);
+    virt_close(virt);
+    image_catalog_free(images);
+    domain_templates_free(templates);
+    store_close(store);
+    config_free(&config);
+    return ret;
+}

@@ -1,1 +1,346 @@
-/* virt: not written yet */
+#include "virt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+struct Virt {
+    virConnectPtr conn;
+    pthread_t event_thread;
+    bool event_thread_started;
+    atomic_bool quit;
+    int lifecycle_id;
+    VirtLifecycleFn lifecycle;
+    void *userdata;
+};
+
+/* libvirt keeps the last error per thread; hand it to the caller as text. */
+static void set_error(char **ret_error, const char *what)
+{
+    if (!ret_error)
+        return;
+    const char *msg = virGetLastErrorMessage();
+    if (asprintf(ret_error, "%s: %s", what, msg ? msg : "unknown libvirt error") < 0)
+        *ret_error = NULL;
+}
+
+static bool cpu_has_virt_flag(void)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/cpuinfo", "re");
+    char line[8192];
+    if (!f)
+        return false;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "flags", 5) != 0)
+            continue;
+        return strstr(line, " vmx") || strstr(line, " svm");
+    }
+    return false;
+}
+
+int virt_accel_choose(AccelMode requested, bool *ret_kvm, char **ret_reason)
+{
+    const char *reason;
+    bool kvm;
+
+    if (requested == ACCEL_KVM) {
+        kvm = true;
+        reason = "kvm: requested by configuration";
+    } else if (requested == ACCEL_TCG) {
+        kvm = false;
+        reason = "tcg: requested by configuration";
+    } else if (access("/dev/kvm", F_OK) < 0) {
+        kvm = false;
+        reason = "tcg: /dev/kvm does not exist (software emulation, slow)";
+    } else if (!cpu_has_virt_flag()) {
+        kvm = false;
+        reason = "tcg: /dev/kvm exists but the CPU has no vmx/svm flag (paravirtual KVM "
+                 "such as PVM), where guests run faster under software emulation";
+    } else {
+        kvm = true;
+        reason = "kvm: /dev/kvm present and the CPU has hardware virtualization";
+    }
+    char *copy = strdup(reason);
+    if (!copy)
+        return -ENOMEM;
+    *ret_kvm = kvm;
+    *ret_reason = copy;
+    return 0;
+}
+
+void virt_domain_name(const char *instance_uuid, char ret[VIRT_DOMAIN_NAME_LEN])
+{
+    snprintf(ret, VIRT_DOMAIN_NAME_LEN, "%s%s", VIRT_DOMAIN_PREFIX, instance_uuid);
+}
+
+/* The instance uuid inside a domain name, or -EINVAL when the domain is not ours. */
+static int instance_uuid_from_name(const char *name, char ret[UUID_STR_LEN])
+{
+    size_t plen = sizeof(VIRT_DOMAIN_PREFIX) - 1;
+    if (strncmp(name, VIRT_DOMAIN_PREFIX, plen) != 0)
+        return -EINVAL;
+    return uuid_normalize(name + plen, ret);
+}
+
+static VirtDomainState state_of(virDomainPtr dom)
+{
+    int state, reason;
+    if (virDomainGetState(dom, &state, &reason, 0) < 0)
+        return VIRT_DOMAIN_STOPPED;
+    return state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_BLOCKED ? VIRT_DOMAIN_RUNNING
+                                                                       : VIRT_DOMAIN_STOPPED;
+}
+
+static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
+{
+    Virt *virt = opaque;
+    char uuid[UUID_STR_LEN];
+    if (!virt->lifecycle || instance_uuid_from_name(virDomainGetName(dom), uuid) < 0)
+        return 0;
+    if (event == VIR_DOMAIN_EVENT_STOPPED || event == VIR_DOMAIN_EVENT_CRASHED)
+        virt->lifecycle(virt->userdata, uuid, VIRT_DOMAIN_STOPPED);
+    else if (event == VIR_DOMAIN_EVENT_STARTED || event == VIR_DOMAIN_EVENT_RESUMED)
+        virt->lifecycle(virt->userdata, uuid, VIRT_DOMAIN_RUNNING);
+    return 0;
+}
+
+static void on_close(virConnectPtr conn, int reason, void *opaque)
+{
+    log_error("libvirt: connection closed (reason %d)", reason);
+}
+
+static void *event_loop(void *arg)
+{
+    Virt *virt = arg;
+    while (!atomic_load(&virt->quit)) {
+        if (virEventRunDefaultImpl() < 0)
+            log_warn("libvirt: event loop: %s", virGetLastErrorMessage());
+    }
+    return NULL;
+}
+
+static void wake_noop(int timer, void *opaque)
+{
+}
+
+static void ignore_libvirt_error(void *userdata, virErrorPtr error)
+{
+    /* Errors are reported once, by whoever called; libvirt must not print them too. */
+}
+
+/* The default event loop must exist before the first connection opens, and only once. */
+static pthread_once_t event_impl_once = PTHREAD_ONCE_INIT;
+static int event_impl_result;
+
+static void register_event_impl(void)
+{
+    event_impl_result = virEventRegisterDefaultImpl();
+    virSetErrorFunc(NULL, ignore_libvirt_error);
+}
+
+int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt **ret_virt,
+              char **ret_error)
+{
+    pthread_once(&event_impl_once, register_event_impl);
+    if (event_impl_result < 0) {
+        set_error(ret_error, "libvirt event loop");
+        return -EIO;
+    }
+
+    Virt *virt = calloc(1, sizeof(*virt));
+    if (!virt)
+        return -ENOMEM;
+    virt->lifecycle = lifecycle;
+    virt->userdata = userdata;
+    virt->lifecycle_id = -1;
+
+    virt->conn = virConnectOpen(uri);
+    if (!virt->conn) {
+        char what[256];
+        snprintf(what, sizeof(what), "cannot connect to %s", uri);
+        set_error(ret_error, what);
+        free(virt);
+        return -ECONNREFUSED;
+    }
+    if (pthread_create(&virt->event_thread, NULL, event_loop, virt) != 0) {
+        virConnectClose(virt->conn);
+        free(virt);
+        return -EAGAIN;
+    }
+    virt->event_thread_started = true;
+
+    /* Keepalive notices a dead daemon; the fake test driver has none to offer. */
+    if (strncmp(uri, "test:", 5) != 0 && virConnectSetKeepAlive(virt->conn, 5, 3) < 0)
+        log_warn("libvirt: keepalive not enabled: %s", virGetLastErrorMessage());
+    virConnectRegisterCloseCallback(virt->conn, on_close, virt, NULL);
+    virt->lifecycle_id = virConnectDomainEventRegisterAny(
+        virt->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle),
+        virt, NULL);
+    if (virt->lifecycle_id < 0)
+        log_warn("libvirt: no lifecycle events: %s", virGetLastErrorMessage());
+
+    *ret_virt = virt;
+    return 0;
+}
+
+void virt_close(Virt *virt)
+{
+    if (!virt)
+        return;
+    if (virt->lifecycle_id >= 0)
+        virConnectDomainEventDeregisterAny(virt->conn, virt->lifecycle_id);
+    virConnectUnregisterCloseCallback(virt->conn, on_close);
+    if (virt->event_thread_started) {
+        atomic_store(&virt->quit, true);
+        int timer = virEventAddTimeout(0, wake_noop, NULL, NULL);
+        pthread_join(virt->event_thread, NULL);
+        if (timer >= 0)
+            virEventRemoveTimeout(timer);
+    }
+    virConnectClose(virt->conn);
+    free(virt);
+}
+
+int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
+{
+    virDomainPtr dom = virDomainDefineXMLFlags(virt->conn, xml, VIR_DOMAIN_DEFINE_VALIDATE);
+    if (!dom) {
+        set_error(ret_error, "define domain");
+        return -EIO;
+    }
+    if (virDomainCreate(dom) < 0) {
+        set_error(ret_error, "start domain");
+        virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_NVRAM);
+        virDomainFree(dom);
+        return -EIO;
+    }
+    virDomainFree(dom);
+    return 0;
+}
+
+static virDomainPtr lookup(Virt *virt, const char *instance_uuid)
+{
+    char name[VIRT_DOMAIN_NAME_LEN];
+    virt_domain_name(instance_uuid, name);
+    return virDomainLookupByName(virt->conn, name);
+}
+
+static bool last_error_is_no_domain(void)
+{
+    virErrorPtr err = virGetLastError();
+    return err && err->code == VIR_ERR_NO_DOMAIN;
+}
+
+int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
+{
+    virDomainPtr dom = lookup(virt, instance_uuid);
+    if (!dom) {
+        if (last_error_is_no_domain())
+            return -ENOENT;
+        set_error(ret_error, "look up domain");
+        return -EIO;
+    }
+    int r = 0;
+    if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && !last_error_is_no_domain()) {
+        set_error(ret_error, "destroy domain");
+        r = -EIO;
+    }
+    if (r == 0 && virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 &&
+        !last_error_is_no_domain()) {
+        set_error(ret_error, "undefine domain");
+        r = -EIO;
+    }
+    virDomainFree(dom);
+    return r;
+}
+
+int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *ret_state,
+                      char **ret_error)
+{
+    virDomainPtr dom = lookup(virt, instance_uuid);
+    if (!dom) {
+        if (!last_error_is_no_domain()) {
+            set_error(ret_error, "look up domain");
+            return -EIO;
+        }
+        *ret_state = VIRT_DOMAIN_ABSENT;
+        return 0;
+    }
+    *ret_state = state_of(dom);
+    virDomainFree(dom);
+    return 0;
+}
+
+/* Reads org="…" out of our metadata element; leaves ret empty when absent. */
+static void org_from_metadata(virDomainPtr dom, char ret[UUID_STR_LEN])
+{
+    ret[0] = '\0';
+    _cleanup_free_ char *meta =
+        virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VIRT_METADATA_NS, 0);
+    if (!meta)
+        return;
+    const char *p = strstr(meta, " org=");
+    if (!p || (p[5] != '"' && p[5] != '\''))
+        return;
+    char value[UUID_STR_LEN];
+    size_t n = strcspn(p + 6, "\"'");
+    if (n != UUID_STR_LEN - 1)
+        return;
+    memcpy(value, p + 6, n);
+    value[n] = '\0';
+    uuid_normalize(value, ret);
+}
+
+int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, char **ret_error)
+{
+    virDomainPtr *doms = NULL;
+    int n = virConnectListAllDomains(virt->conn, &doms, 0);
+    if (n < 0) {
+        set_error(ret_error, "list domains");
+        return -EIO;
+    }
+    VirtDomain *out = calloc((size_t)n + 1, sizeof(*out));
+    size_t count = 0;
+    for (int i = 0; i < n; i++) {
+        if (out && instance_uuid_from_name(virDomainGetName(doms[i]), out[count].instance_uuid) == 0) {
+            org_from_metadata(doms[i], out[count].org_uuid);
+            out[count].state = state_of(doms[i]);
+            count++;
+        }
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    if (!out)
+        return -ENOMEM;
+    *ret_domains = out;
+    *ret_count = count;
+    return 0;
+}
+
+int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd, char **ret_error)
+{
+    virDomainPtr dom = lookup(virt, instance_uuid);
+    if (!dom) {
+        if (last_error_is_no_domain())
+            return -ENOENT;
+        set_error(ret_error, "look up domain");
+        return -EIO;
+    }
+    int fd = virDomainOpenGraphicsFD(dom, 0, VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH);
+    virDomainFree(dom);
+    if (fd < 0) {
+        set_error(ret_error, "open console");
+        return -EIO;
+    }
+    *ret_fd = fd;
+    return 0;
+}

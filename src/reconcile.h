@@ -1,0 +1,21 @@
+/*
+ * Start-up reconcile: LMDB says what should exist, libvirt what does.
+ * Interrupted creates are undone, interrupted deletes finished, records
+ * whose domain is gone marked stopped, and our domains with no record
+ * (orphans) destroyed with their disk. Every change is logged.
+ */
+#pragma once
+
+#include "store.h"
+#include "virt.h"
+
+typedef struct {
+    unsigned creates_undone;
+    unsigned deletes_finished;
+    unsigned marked_stopped;
+    unsigned marked_running;
+    unsigned orphans_removed;
+    unsigned failures;
+} ReconcileStats;
+
+int reconcile_run(Store *store, Virt *virt, const char *data_dir, ReconcileStats *ret_stats);

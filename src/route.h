@@ -1,0 +1,44 @@
+/*
+ * The URL table: every route legbad answers, in one place (route.c).
+ * Pure string work on the decoded path, so it is unit-tested without HTTP.
+ */
+#pragma once
+
+#include <stdbool.h>
+
+#include "uuid.h"
+
+/* Paths longer than this are not routes. */
+#define ROUTE_PATH_MAX 512
+
+typedef enum {
+    ROUTE_INSTANCES = 0, /* /orgs/{org_uuid}/api/instances */
+    ROUTE_INSTANCE,      /* /orgs/{org_uuid}/api/instances/{instance_uuid} */
+    _ROUTE_MAX,
+} RouteId;
+
+typedef enum {
+    ROUTE_METHOD_GET = 1 << 0,
+    ROUTE_METHOD_POST = 1 << 1,
+    ROUTE_METHOD_DELETE = 1 << 2,
+} RouteMethod;
+
+typedef struct {
+    RouteId id;
+    char org_uuid[UUID_STR_LEN];      /* normalised */
+    char instance_uuid[UUID_STR_LEN]; /* normalised, ROUTE_INSTANCE only */
+} Route;
+
+typedef enum {
+    ROUTE_OK = 0,
+    ROUTE_NOT_FOUND,        /* no such route */
+    ROUTE_BAD_ORG_UUID,     /* shape matches, org segment is not a UUID */
+    ROUTE_BAD_INSTANCE_UUID /* shape matches, instance segment is not a UUID */
+} RouteResult;
+
+RouteResult route_match(const char *path, Route *ret_route);
+/* 0 for an unknown method name. */
+RouteMethod route_method_parse(const char *method);
+bool route_allows(RouteId id, RouteMethod method);
+/* The Allow header value for a route, e.g. "GET, POST". */
+const char *route_allow_header(RouteId id);

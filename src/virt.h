@@ -1,0 +1,61 @@
+/*
+ * legbad's side of libvirt: one shared connection (libvirt connections are
+ * thread-safe), its event loop thread, and the few domain operations the
+ * API needs. Domains are ours when named VIRT_DOMAIN_PREFIX<uuid>.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "uuid.h"
+
+#define VIRT_DOMAIN_PREFIX "legba-"
+#define VIRT_DOMAIN_NAME_LEN (sizeof(VIRT_DOMAIN_PREFIX) - 1 + UUID_STR_LEN)
+#define VIRT_METADATA_NS "https://legba.dev/xmlns/instance/1"
+
+typedef struct Virt Virt;
+
+typedef enum {
+    VIRT_DOMAIN_ABSENT = 0,
+    VIRT_DOMAIN_RUNNING,
+    VIRT_DOMAIN_STOPPED, /* defined but not running (shut off, crashed, paused…) */
+} VirtDomainState;
+
+typedef struct {
+    char instance_uuid[UUID_STR_LEN]; /* from the name */
+    char org_uuid[UUID_STR_LEN];      /* from the metadata, "" when missing */
+    VirtDomainState state;
+} VirtDomain;
+
+/* Called from the event thread when one of our domains stops or starts. */
+typedef void (*VirtLifecycleFn)(void *userdata, const char *instance_uuid,
+                                VirtDomainState state);
+
+/*
+ * Decides KVM or TCG. auto picks KVM only when /dev/kvm is usable and the
+ * CPU advertises vmx or svm: a paravirtual KVM (PVM) exposes /dev/kvm
+ * without them and runs stock kernels far too slowly. *ret_reason is a
+ * malloc'd sentence for the log.
+ */
+int virt_accel_choose(AccelMode requested, bool *ret_kvm, char **ret_reason);
+
+/* Opens uri with the event loop running; lifecycle may be NULL. */
+int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt **ret_virt,
+              char **ret_error);
+void virt_close(Virt *virt);
+
+void virt_domain_name(const char *instance_uuid, char ret[VIRT_DOMAIN_NAME_LEN]);
+
+/* Defines and starts a persistent domain; if starting fails it is undefined again. */
+int virt_domain_start(Virt *virt, const char *xml, char **ret_error);
+/* Hard-stops and undefines; -ENOENT when there was no such domain. */
+int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error);
+int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *ret_state,
+                      char **ret_error);
+/* Every domain named like ours; *ret_domains malloc'd. */
+int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, char **ret_error);
+/* A connected fd to the domain's VNC server, through libvirt (no listener on the host). */
+int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd,
+                             char **ret_error);

@@ -1,0 +1,141 @@
+/* JSON request bodies of the Instances API: every way a body can be wrong. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_request.h"
+#include "http.h"
+
+static int parse(const char *body, ApiCreateRequest *req, ApiError *err)
+{
+    return api_create_request_parse(body, strlen(body), req, err);
+}
+
+static void test_valid(void **state)
+{
+    ApiCreateRequest req = {0};
+    ApiError err;
+    assert_int_equal(parse("{\"image\":\"tiny\",\"size\":\"small\"}", &req, &err), 0);
+    assert_string_equal(req.image, "tiny");
+    assert_string_equal(req.size, "small");
+    api_create_request_done(&req);
+    assert_null(req.image);
+
+    assert_int_equal(parse("  \n{ \"size\" : \"large\" , \"image\" : \"x\" }\r\n", &req, &err), 0);
+    assert_string_equal(req.size, "large");
+    api_create_request_done(&req);
+}
+
+static void expect_error(const char *body, size_t len, const char *code)
+{
+    ApiCreateRequest req = {0};
+    ApiError err = {0};
+    assert_int_equal(api_create_request_parse(body, len, &req, &err), -22);
+    assert_int_equal(err.status, 400);
+    assert_string_equal(err.code, code);
+    assert_true(strlen(err.message) > 0);
+    assert_null(req.image);
+    assert_null(req.size);
+}
+
+#define EXPECT_ERROR(body, code) expect_error(body, strlen(body), code)
+
+static void test_malformed(void **state)
+{
+    EXPECT_ERROR("", "invalid_json");
+    EXPECT_ERROR("{", "invalid_json");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":\"small\"", "invalid_json");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":\"small\"} {}", "invalid_json");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":\"small\"}x", "invalid_json");
+    EXPECT_ERROR("nonsense", "invalid_json");
+    EXPECT_ERROR("[]", "invalid_json");
+    EXPECT_ERROR("\"image\"", "invalid_json");
+    EXPECT_ERROR("42", "invalid_json");
+    EXPECT_ERROR("null", "invalid_json");
+    expect_error("{\"image\":\"ti\0ny\",\"size\":\"small\"}", 31, "invalid_json");
+}
+
+static void test_duplicate_field(void **state)
+{
+    EXPECT_ERROR("{\"image\":\"a\",\"image\":\"b\",\"size\":\"small\"}", "invalid_json");
+}
+
+static void test_unknown_field(void **state)
+{
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":\"small\",\"cpus\":64}", "unknown_field");
+    EXPECT_ERROR("{\"Image\":\"tiny\",\"size\":\"small\"}", "unknown_field");
+}
+
+static void test_missing_field(void **state)
+{
+    EXPECT_ERROR("{}", "missing_field");
+    EXPECT_ERROR("{\"image\":\"tiny\"}", "missing_field");
+    EXPECT_ERROR("{\"size\":\"small\"}", "missing_field");
+}
+
+static void test_wrong_types(void **state)
+{
+    EXPECT_ERROR("{\"image\":1,\"size\":\"small\"}", "invalid_type");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":[\"small\"]}", "invalid_type");
+    EXPECT_ERROR("{\"image\":null,\"size\":\"small\"}", "invalid_type");
+    EXPECT_ERROR("{\"image\":{\"name\":\"tiny\"},\"size\":\"small\"}", "invalid_type");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":true}", "invalid_type");
+}
+
+static void test_deep_nesting_is_refused(void **state)
+{
+    /* Far deeper than any valid body; must be an error, not a stack overflow. */
+    size_t depth = 50000;
+    char *body = malloc(2 * depth + 1);
+    assert_non_null(body);
+    memset(body, '[', depth);
+    memset(body + depth, ']', depth);
+    body[2 * depth] = '\0';
+    expect_error(body, 2 * depth, "invalid_json");
+    free(body);
+}
+
+static void test_content_type(void **state)
+{
+    assert_true(api_content_type_is_json("application/json"));
+    assert_true(api_content_type_is_json("Application/JSON"));
+    assert_true(api_content_type_is_json("application/json; charset=utf-8"));
+    assert_true(api_content_type_is_json("application/json;charset=UTF-8"));
+    assert_false(api_content_type_is_json(NULL));
+    assert_false(api_content_type_is_json(""));
+    assert_false(api_content_type_is_json("text/plain"));
+    assert_false(api_content_type_is_json("application/jsonx"));
+    assert_false(api_content_type_is_json("application/x-www-form-urlencoded"));
+    assert_false(api_content_type_is_json("multipart/form-data; boundary=x"));
+}
+
+static void test_error_json_shape(void **state)
+{
+    HttpResponse response = {0};
+    http_response_error(&response, 400, "invalid_size", "size must be one of %s", "small");
+    assert_int_equal(response.status, 400);
+    assert_string_equal(response.body,
+                        "{\"error\":{\"code\":\"invalid_size\",\"message\":\"size must be one of "
+                        "small\"}}");
+    free(response.body);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_duplicate_field),
+        cmocka_unit_test(test_unknown_field),
+        cmocka_unit_test(test_missing_field),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_deep_nesting_is_refused),
+        cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_error_json_shape),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
