@@ -1,1 +1,479 @@
-/* config: not written yet */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+#ifndef LEGBA_DOMAINS_DIR
+#define LEGBA_DOMAINS_DIR "/usr/share/legba/domains"
+#endif
+
+/* Limits on what an operator can hand us, from a file or the command line. */
+#define CONFIG_FILE_MAX (64 * 1024)
+#define CONFIG_LINE_MAX 4096
+#define CONFIG_VALUE_MAX CONFIG_LINE_MAX
+/* How much of an offending value an error message quotes. */
+#define CONFIG_QUOTE_MAX 128
+
+typedef enum {
+    CONFIG_STRING,   /* non-empty text */
+    CONFIG_PATH,     /* absolute path */
+    CONFIG_URL,      /* "" or an http(s) base URL */
+    CONFIG_UNSIGNED, /* decimal, within [min, max] */
+    CONFIG_ACCEL,
+    CONFIG_LOG_LEVEL,
+    CONFIG_LISTEN, /* "ADDR:PORT" into listen_address + listen_port */
+} ConfigType;
+
+typedef struct {
+    const char *key;
+    ConfigType type;
+    size_t offset;
+    unsigned min, max; /* CONFIG_UNSIGNED only */
+    const char *doc;   /* the accepted values, as error messages quote them */
+} ConfigKey;
+
+#define FIELD(f) offsetof(Config, f)
+
+/* Every key legbad knows: one row each, so parsing, errors and docs cannot drift apart. */
+static const ConfigKey config_keys[] = {
+    {"listen", CONFIG_LISTEN, 0, 0, 0,
+     "ADDR:PORT with a numeric IPv4 address, or [ADDR]:PORT for IPv6, and PORT 1..65535"},
+    {"libvirt_uri", CONFIG_STRING, FIELD(libvirt_uri), 0, 0, "a libvirt connection URI"},
+    {"data_dir", CONFIG_PATH, FIELD(data_dir), 0, 0, "an absolute path"},
+    {"images_dir", CONFIG_PATH, FIELD(images_dir), 0, 0, "an absolute path"},
+    {"domains_dir", CONFIG_PATH, FIELD(domains_dir), 0, 0, "an absolute path"},
+    {"public_url", CONFIG_URL, FIELD(public_url), 0, 0,
+     "empty, or an http:// or https:// URL without query or fragment"},
+    {"accel", CONFIG_ACCEL, FIELD(accel), 0, 0, "auto, kvm or tcg"},
+    {"log_level", CONFIG_LOG_LEVEL, FIELD(log_level), 0, 0, "error, warn, info or debug"},
+    {"max_connections", CONFIG_UNSIGNED, FIELD(max_connections), 1, 100000,
+     "a whole number from 1 to 100000"},
+    {"max_connections_per_ip", CONFIG_UNSIGNED, FIELD(max_connections_per_ip), 1, 100000,
+     "a whole number from 1 to 100000"},
+    {"connection_timeout", CONFIG_UNSIGNED, FIELD(connection_timeout), 1, 3600,
+     "a number of seconds from 1 to 3600"},
+    {"max_instances", CONFIG_UNSIGNED, FIELD(max_instances), 1, 100000,
+     "a whole number from 1 to 100000"},
+};
+
+/* Every heap string in a Config, so free and copy cannot miss one. */
+static const size_t config_strings[] = {
+    FIELD(listen_address), FIELD(libvirt_uri), FIELD(data_dir),
+    FIELD(images_dir),     FIELD(domains_dir), FIELD(public_url),
+};
+
+static const char *const accel_names[] = {
+    [ACCEL_AUTO] = "auto",
+    [ACCEL_KVM] = "kvm",
+    [ACCEL_TCG] = "tcg",
+};
+
+static char **string_field(Config *config, size_t offset)
+{
+    return (char **)((char *)config + offset);
+}
+
+static const char *string_value(const Config *config, size_t offset)
+{
+    return *(char *const *)((const char *)config + offset);
+}
+
+static __attribute__((format(printf, 2, 3))) void set_error(char **ret_error, const char *fmt, ...)
+{
+    if (!ret_error)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    *ret_error = msg;
+}
+
+const char *accel_mode_to_string(AccelMode mode)
+{
+    if ((size_t)mode >= ARRAY_SIZE(accel_names))
+        return "unknown";
+    return accel_names[mode];
+}
+
+void config_free(Config *config)
+{
+    if (!config)
+        return;
+    for (size_t i = 0; i < ARRAY_SIZE(config_strings); i++) {
+        char **field = string_field(config, config_strings[i]);
+        free(*field);
+        *field = NULL;
+    }
+}
+
+int config_init(Config *config)
+{
+    static const struct {
+        size_t offset;
+        const char *value;
+    } defaults[] = {
+        {FIELD(listen_address), "127.0.0.1"},    {FIELD(libvirt_uri), "qemu:///system"},
+        {FIELD(data_dir), "/var/lib/legba"},     {FIELD(images_dir), "/var/lib/legba/images"},
+        {FIELD(domains_dir), LEGBA_DOMAINS_DIR}, {FIELD(public_url), ""},
+    };
+
+    Config c = {
+        .listen_port = 8080,
+        .accel = ACCEL_AUTO,
+        .log_level = LOG_LEVEL_INFO,
+        .max_connections = 256,
+        .max_connections_per_ip = 64,
+        .connection_timeout = 30,
+        .max_instances = 64,
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(defaults); i++) {
+        if (util_strdup(defaults[i].value, string_field(&c, defaults[i].offset)) < 0) {
+            config_free(&c);
+            return -ENOMEM;
+        }
+    }
+    *config = c;
+    return 0;
+}
+
+/* A deep copy, so a file can be applied all-or-nothing. */
+static int config_copy(const Config *src, Config *ret_copy)
+{
+    Config c = *src;
+    for (size_t i = 0; i < ARRAY_SIZE(config_strings); i++)
+        *string_field(&c, config_strings[i]) = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(config_strings); i++) {
+        const char *s = string_value(src, config_strings[i]);
+        if (s && util_strdup(s, string_field(&c, config_strings[i])) < 0) {
+            config_free(&c);
+            return -ENOMEM;
+        }
+    }
+    *ret_copy = c;
+    return 0;
+}
+
+static const ConfigKey *config_key_find(const char *key)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++)
+        if (strcmp(config_keys[i].key, key) == 0)
+            return &config_keys[i];
+    return NULL;
+}
+
+/*
+ * Control characters have no business in any setting and would garble the
+ * log lines and error messages that quote a value.
+ */
+static bool has_control_chars(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* Strict decimal: no sign, no spaces, no hex, no overflow. */
+static int parse_unsigned(const char *text, unsigned min, unsigned max, unsigned *ret)
+{
+    if (*text == '\0')
+        return -EINVAL;
+    unsigned long v = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        v = v * 10 + (unsigned long)(*p - '0');
+        if (v > max)
+            return -ERANGE;
+    }
+    if (v < min)
+        return -ERANGE;
+    *ret = (unsigned)v;
+    return 0;
+}
+
+/*
+ * "127.0.0.1:8080" or "[::1]:8080". Addresses are numeric so what legbad
+ * binds to never depends on name resolution; IPv6 is stored unbracketed.
+ */
+static int parse_listen(const char *text, char **ret_address, uint16_t *ret_port)
+{
+    const char *colon, *addr_start;
+    size_t addr_len;
+    int family;
+
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':')
+            return -EINVAL;
+        addr_start = text + 1;
+        addr_len = (size_t)(close - addr_start);
+        colon = close + 1;
+        family = AF_INET6;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon || memchr(text, ':', (size_t)(colon - text)))
+            return -EINVAL; /* a bare IPv6 address is ambiguous */
+        addr_start = text;
+        addr_len = (size_t)(colon - text);
+        family = AF_INET;
+    }
+    if (addr_len == 0 || addr_len >= INET6_ADDRSTRLEN)
+        return -EINVAL;
+
+    char addr[INET6_ADDRSTRLEN];
+    memcpy(addr, addr_start, addr_len);
+    addr[addr_len] = '\0';
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (inet_pton(family, addr, buf) != 1)
+        return -EINVAL;
+
+    unsigned port;
+    int r = parse_unsigned(colon + 1, 1, 65535, &port);
+    if (r < 0)
+        return r;
+
+    char *copy;
+    if (util_strdup(addr, &copy) < 0)
+        return -ENOMEM;
+    *ret_address = copy;
+    *ret_port = (uint16_t)port;
+    return 0;
+}
+
+/* Trailing slashes dropped so every module can join "<dir>/<name>" the same way. */
+static int parse_path(const char *text, char **ret)
+{
+    size_t len = strlen(text);
+    if (text[0] != '/' || len >= PATH_MAX)
+        return -EINVAL;
+    while (len > 1 && text[len - 1] == '/')
+        len--;
+    char *copy = strndup(text, len);
+    if (!copy)
+        return -ENOMEM;
+    *ret = copy;
+    return 0;
+}
+
+/*
+ * The base that access URLs are built on by appending "/…", so one trailing
+ * slash is dropped and a query or fragment (which would swallow the
+ * appended path) is refused.
+ */
+static int parse_url(const char *text, char **ret)
+{
+    size_t len = strlen(text);
+    if (len > 0) {
+        const char *rest;
+        if (strncmp(text, "http://", 7) == 0)
+            rest = text + 7;
+        else if (strncmp(text, "https://", 8) == 0)
+            rest = text + 8;
+        else
+            return -EINVAL;
+        if (*rest == '\0' || *rest == '/' || strpbrk(text, "?# "))
+            return -EINVAL;
+        if (text[len - 1] == '/')
+            len--;
+    }
+    char *copy = strndup(text, len);
+    if (!copy)
+        return -ENOMEM;
+    *ret = copy;
+    return 0;
+}
+
+/* Parses into locals and stores only on success: a rejected value leaves the config as it was. */
+static int config_apply(Config *config, const ConfigKey *k, const char *value)
+{
+    char *text = NULL;
+    int r;
+
+    switch (k->type) {
+    case CONFIG_STRING:
+        r = value[0] == '\0' ? -EINVAL : util_strdup(value, &text);
+        break;
+    case CONFIG_PATH:
+        r = parse_path(value, &text);
+        break;
+    case CONFIG_URL:
+        r = parse_url(value, &text);
+        break;
+    case CONFIG_UNSIGNED: {
+        unsigned v;
+        r = parse_unsigned(value, k->min, k->max, &v);
+        if (r == 0)
+            *(unsigned *)((char *)config + k->offset) = v;
+        return r;
+    }
+    case CONFIG_ACCEL:
+        for (size_t i = 0; i < ARRAY_SIZE(accel_names); i++) {
+            if (strcmp(value, accel_names[i]) == 0) {
+                config->accel = (AccelMode)i;
+                return 0;
+            }
+        }
+        return -EINVAL;
+    case CONFIG_LOG_LEVEL: {
+        LogLevel level;
+        r = log_level_parse(value, &level);
+        if (r == 0)
+            config->log_level = level;
+        return r;
+    }
+    case CONFIG_LISTEN: {
+        uint16_t port;
+        r = parse_listen(value, &text, &port);
+        if (r == 0) {
+            free(config->listen_address);
+            config->listen_address = text;
+            config->listen_port = port;
+        }
+        return r;
+    }
+    default:
+        return -EINVAL;
+    }
+
+    if (r == 0) {
+        char **field = string_field(config, k->offset);
+        free(*field);
+        *field = text;
+    }
+    return r;
+}
+
+int config_set(Config *config, const char *key, const char *value, char **ret_error)
+{
+    const ConfigKey *k = config_key_find(key);
+    if (!k) {
+        char known[512] = "";
+        for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+            if (i > 0)
+                strcat(known, ", ");
+            strcat(known, config_keys[i].key);
+        }
+        set_error(ret_error, "unknown key '%.*s'; known keys: %s", CONFIG_QUOTE_MAX, key, known);
+        return -EINVAL;
+    }
+
+    if (strlen(value) > CONFIG_VALUE_MAX) {
+        set_error(ret_error, "%s: value longer than %d bytes; expected %s", k->key,
+                  CONFIG_VALUE_MAX, k->doc);
+        return -EINVAL;
+    }
+    if (has_control_chars(value)) {
+        set_error(ret_error, "%s: value contains control characters; expected %s", k->key, k->doc);
+        return -EINVAL;
+    }
+
+    int r = config_apply(config, k, value);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
+        set_error(ret_error, "%s: invalid value '%.*s%s'; expected %s", k->key, CONFIG_QUOTE_MAX,
+                  value, strlen(value) > CONFIG_QUOTE_MAX ? "..." : "", k->doc);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\r')
+        s++;
+    char *end = s + strlen(s);
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+        end--;
+    *end = '\0';
+    return s;
+}
+
+/*
+ * Applies the whole file or nothing: lines go into a copy that replaces
+ * *config only when every line was accepted.
+ */
+int config_load_file(Config *config, const char *path, char **ret_error)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    int r = util_read_file(path, CONFIG_FILE_MAX, &data, &len);
+    if (r == -ENOMEM)
+        return r;
+    if (r == -EFBIG) {
+        set_error(ret_error, "%s: file is larger than %d bytes", path, CONFIG_FILE_MAX);
+        return r;
+    }
+    if (r == -EINVAL) {
+        set_error(ret_error, "%s: not a regular file", path);
+        return r;
+    }
+    if (r < 0) {
+        set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
+        return r;
+    }
+
+    Config c;
+    r = config_copy(config, &c);
+    if (r < 0)
+        return r;
+
+    char *line = data;
+    for (unsigned lineno = 1; line < data + len; lineno++) {
+        char *nl = memchr(line, '\n', (size_t)(data + len - line));
+        char *next = nl ? nl + 1 : data + len;
+        size_t line_len = (size_t)((nl ? nl : data + len) - line);
+        if (nl)
+            *nl = '\0';
+
+        if (line_len > CONFIG_LINE_MAX) {
+            set_error(ret_error, "%s:%u: line longer than %d bytes", path, lineno, CONFIG_LINE_MAX);
+            r = -EINVAL;
+            goto cleanup;
+        }
+        if (strlen(line) != line_len) {
+            set_error(ret_error, "%s:%u: NUL byte in line", path, lineno);
+            r = -EINVAL;
+            goto cleanup;
+        }
+
+        char *s = trim(line);
+        line = next;
+        if (*s == '\0' || *s == '#')
+            continue;
+
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            set_error(ret_error, "%s:%u: expected 'key = value'", path, lineno);
+            r = -EINVAL;
+            goto cleanup;
+        }
+        *eq = '\0';
+        _cleanup_free_ char *msg = NULL;
+        r = config_set(&c, trim(s), trim(eq + 1), &msg);
+        if (r < 0) {
+            if (r == -EINVAL)
+                set_error(ret_error, "%s:%u: %s", path, lineno, msg ? msg : "invalid line");
+            goto cleanup;
+        }
+    }
+
+    config_free(config);
+    *config = c;
+    return 0;
+
+cleanup:
+    config_free(&c);
+    return r;
+}
