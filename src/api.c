@@ -151,6 +151,11 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
                             "Content-Type must be application/json");
         return;
     }
+    /* Declared before the first goto, so cleanup never frees an unset pointer. */
+    _cleanup_free_ StoreInstance *all = NULL;
+    _cleanup_free_ char *overlay = NULL;
+    _cleanup_free_ char *xml = NULL;
+    _cleanup_free_ char *why = NULL;
     ApiCreateRequest body = {0};
     ApiError error;
     if (api_create_request_parse(request->body, request->body_len, &body, &error) < 0) {
@@ -172,7 +177,6 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     }
 
     /* Host-wide cap: counted from the records, the one place every instance is. */
-    _cleanup_free_ StoreInstance *all = NULL;
     size_t count = 0;
     if (store_instance_list(api->store, NULL, &all, &count) < 0) {
         internal_error(response);
@@ -197,9 +201,7 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
         goto cleanup;
     }
 
-    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
-    _cleanup_free_ char *xml = NULL;
-    _cleanup_free_ char *why = NULL;
+    overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
     int r = overlay ? disk_overlay_create(image->disk_path, image->disk_format, overlay, &why)
                     : -ENOMEM;
     if (r < 0) {

@@ -110,6 +110,23 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResp
     return r;
 }
 
+/* A client's path in the log: control bytes escaped, length capped, so no line can be forged. */
+#define LOG_PATH_MAX 160
+static void printable_path(const char *path, char ret[4 * LOG_PATH_MAX + 4])
+{
+    size_t o = 0;
+    for (size_t i = 0; path[i] && i < LOG_PATH_MAX; i++) {
+        unsigned char c = (unsigned char)path[i];
+        if (c < 0x20 || c >= 0x7f || c == '\\')
+            o += (size_t)sprintf(ret + o, "\\x%02x", c);
+        else
+            ret[o++] = (char)c;
+    }
+    if (strlen(path) > LOG_PATH_MAX)
+        ret[o++] = '.', ret[o++] = '.', ret[o++] = '.';
+    ret[o] = '\0';
+}
+
 static double elapsed_ms(const struct timespec *since)
 {
     struct timespec now;
@@ -146,7 +163,10 @@ static enum MHD_Result finish(HttpServer *server, struct MHD_Connection *connect
     unsigned status = out.status;
     enum MHD_Result r = send_response(connection, &out);
     free(out.location);
-    log_info("%s %s %s -> %u (%.1f ms)", remote, method, url, status, elapsed_ms(&state->started));
+    char shown[4 * LOG_PATH_MAX + 4];
+    printable_path(url, shown);
+    log_info("%s %s %s -> %u (%.1f ms)", remote, method, shown, status,
+             elapsed_ms(&state->started));
     return r;
 }
 
@@ -221,6 +241,16 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
     *con_cls = NULL;
 }
 
+/*
+ * Paths are matched as sent: no route ever needs percent-encoding, and
+ * decoding first would let "%2F" forge a separator or "%00" cut a path
+ * short. An encoded path simply matches no route.
+ */
+static size_t keep_escaped(void *cls, struct MHD_Connection *connection, char *s)
+{
+    return strlen(s);
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
@@ -260,12 +290,13 @@ int http_server_start(const HttpServerOptions *options, HttpHandler handler, voi
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     server->daemon = MHD_start_daemon(
-        flags, options->port, NULL, NULL, on_request, server, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        flags, options->port, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
         options->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         options->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
         options->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_END);
     int saved_errno = errno;
     freeaddrinfo(ai);
     if (!server->daemon) {

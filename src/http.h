@@ -18,7 +18,7 @@ typedef struct HttpServer HttpServer;
 
 typedef struct {
     const char *method;
-    const char *path; /* percent-decoded by libmicrohttpd, without the query */
+    const char *path; /* as sent, never percent-decoded; without the query */
     const char *content_type;  /* NULL when absent */
     const char *authorization; /* NULL when absent */
     const char *body;          /* NUL-terminated; "" when none */

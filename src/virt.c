@@ -210,6 +210,20 @@ void virt_close(Virt *virt)
     free(virt);
 }
 
+/*
+ * Undefine, dropping any firmware variables too. Drivers without NVRAM
+ * support (the test driver) refuse the flag, so fall back to the plain call.
+ */
+static int undefine(virDomainPtr dom)
+{
+    if (virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_NVRAM) == 0)
+        return 0;
+    virErrorPtr err = virGetLastError();
+    if (!err || (err->code != VIR_ERR_INVALID_ARG && err->code != VIR_ERR_NO_SUPPORT))
+        return -1;
+    return virDomainUndefine(dom);
+}
+
 int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
 {
     virDomainPtr dom = virDomainDefineXMLFlags(virt->conn, xml, VIR_DOMAIN_DEFINE_VALIDATE);
@@ -219,7 +233,7 @@ int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
     }
     if (virDomainCreate(dom) < 0) {
         set_error(ret_error, "start domain");
-        virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_NVRAM);
+        undefine(dom);
         virDomainFree(dom);
         return -EIO;
     }
@@ -254,7 +268,7 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
         set_error(ret_error, "destroy domain");
         r = -EIO;
     }
-    if (r == 0 && virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_NVRAM) < 0 &&
+    if (r == 0 && undefine(dom) < 0 &&
         !last_error_is_no_domain()) {
         set_error(ret_error, "undefine domain");
         r = -EIO;

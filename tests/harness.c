@@ -1,0 +1,873 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef LEGBA_SOURCE_DIR
+#error "LEGBA_SOURCE_DIR must be defined (tests/CMakeLists.txt)"
+#endif
+#ifndef LEGBA_BINARY_DIR
+#error "LEGBA_BINARY_DIR must be defined (tests/CMakeLists.txt)"
+#endif
+
+/* Largest response or child output kept; a test never needs more. */
+#define HARNESS_OUTPUT_MAX (16u * 1024 * 1024)
+#define HARNESS_LOG_MAX (64u * 1024 * 1024)
+
+const char *harness_source_dir(void)
+{
+    return LEGBA_SOURCE_DIR;
+}
+
+const char *harness_binary_dir(void)
+{
+    return LEGBA_BINARY_DIR;
+}
+
+/* Milliseconds on the monotonic clock, for deadlines. */
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int remaining_ms(long long deadline)
+{
+    long long left = deadline - now_ms();
+    return left <= 0 ? 0 : left > 1000 ? 1000 : (int)left;
+}
+
+/* A growable byte buffer, always NUL-terminated once anything was appended. */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} Buffer;
+
+static int buffer_append(Buffer *buf, const void *data, size_t len)
+{
+    if (buf->len + len + 1 > HARNESS_OUTPUT_MAX)
+        return -EFBIG;
+    if (buf->len + len + 1 > buf->cap) {
+        size_t cap = buf->cap ? buf->cap : 4096;
+        while (cap < buf->len + len + 1)
+            cap *= 2;
+        char *grown = realloc(buf->data, cap);
+        if (!grown)
+            return -ENOMEM;
+        buf->data = grown;
+        buf->cap = cap;
+    }
+    memcpy(buf->data + buf->len, data, len);
+    buf->len += len;
+    buf->data[buf->len] = '\0';
+    return 0;
+}
+
+static int buffer_printf(Buffer *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int buffer_printf(Buffer *buf, const char *fmt, ...)
+{
+    char *text;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -ENOMEM;
+    int r = buffer_append(buf, text, (size_t)n);
+    free(text);
+    return r;
+}
+
+/* ---- files and directories ---- */
+
+int harness_tempdir(const char *prefix, char **ret_path)
+{
+    char *path;
+    if (asprintf(&path, "/tmp/%sXXXXXX", prefix ? prefix : "legba-") < 0)
+        return -ENOMEM;
+    if (!mkdtemp(path)) {
+        int r = -errno;
+        fprintf(stderr, "harness: mkdtemp %s: %s\n", path, strerror(-r));
+        free(path);
+        return r;
+    }
+    if (chmod(path, 0711) < 0) {
+        int r = -errno;
+        fprintf(stderr, "harness: chmod %s: %s\n", path, strerror(-r));
+        rmdir(path);
+        free(path);
+        return r;
+    }
+    *ret_path = path;
+    return 0;
+}
+
+static int rmtree_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    int r = type == FTW_DP ? rmdir(path) : unlink(path);
+    if (r < 0 && errno != ENOENT)
+        fprintf(stderr, "harness: cannot remove %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+int harness_rmtree(const char *path)
+{
+    if (!path)
+        return 0;
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (nftw(path, rmtree_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
+        return -errno;
+    return lstat(path, &st) < 0 && errno == ENOENT ? 0 : -ENOTEMPTY;
+}
+
+bool harness_file_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+int harness_count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    size_t slen = suffix ? strlen(suffix) : 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        size_t len = strlen(e->d_name);
+        if (len >= slen && strcmp(e->d_name + len - slen, suffix ? suffix : "") == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Reads a whole file (bounded) into a NUL-terminated buffer. */
+static int read_file(const char *path, size_t max, Buffer *ret)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    Buffer buf = {0};
+    char chunk[8192];
+    int r = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (buf.len + (size_t)n > max) {
+            r = -EFBIG;
+            break;
+        }
+        r = buffer_append(&buf, chunk, (size_t)n);
+        if (r < 0)
+            break;
+    }
+    close(fd);
+    if (r < 0) {
+        free(buf.data);
+        return r;
+    }
+    if (!buf.data && buffer_append(&buf, "", 0) < 0)
+        return -ENOMEM;
+    *ret = buf;
+    return 0;
+}
+
+bool harness_log_contains(const char *path, const char *needle)
+{
+    Buffer buf;
+    if (read_file(path, HARNESS_LOG_MAX, &buf) < 0)
+        return false;
+    bool found = memmem(buf.data, buf.len, needle, strlen(needle)) != NULL;
+    free(buf.data);
+    return found;
+}
+
+void harness_dump_file(const char *path)
+{
+    Buffer buf;
+    int r = read_file(path, HARNESS_LOG_MAX, &buf);
+    if (r < 0) {
+        fprintf(stderr, "harness: cannot read %s: %s\n", path, strerror(-r));
+        return;
+    }
+    fprintf(stderr, "----- %s -----\n%s%s----- end of %s -----\n", path, buf.data,
+            buf.len && buf.data[buf.len - 1] != '\n' ? "\n" : "", path);
+    free(buf.data);
+}
+
+/* ---- child processes ---- */
+
+/* 0..255 for an exit, 128 + n for a signal, as a shell reports it. */
+static int exit_status(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return 255;
+}
+
+/*
+ * In the child between fork and exec only async-signal-safe calls are
+ * allowed (the test may have threads); on failure it exits 127.
+ */
+static void child_exec(const char *const argv[], int in_fd, int out_fd, int err_fd)
+{
+    if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+        (err_fd >= 0 && dup2(err_fd, STDERR_FILENO) < 0))
+        _exit(127);
+    /* The test may block signals for its threads; the child starts clean. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    execvp(argv[0], (char *const *)argv);
+    _exit(127);
+}
+
+/* Waits for pid until deadline, then kills it; returns exit_status(). */
+static int wait_until(pid_t pid, long long deadline)
+{
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return exit_status(status);
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "harness: pid %d still running after its deadline; killing it\n",
+                    (int)pid);
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            return exit_status(status);
+        }
+        usleep(10 * 1000);
+    }
+}
+
+int harness_run(const char *const argv[], char **ret_stdout)
+{
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -errno;
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) {
+        int r = -errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return r;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int r = -errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(null_fd);
+        return r;
+    }
+    if (pid == 0)
+        child_exec(argv, null_fd, pipefd[1], -1);
+    close(pipefd[1]);
+    close(null_fd);
+
+    long long deadline = now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
+    Buffer out = {0};
+    int r = 0;
+    for (;;) {
+        struct pollfd p = {.fd = pipefd[0], .events = POLLIN};
+        int n = poll(&p, 1, remaining_ms(deadline));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 && now_ms() >= deadline) {
+            fprintf(stderr, "harness: %s: no end of output after %d s\n", argv[0],
+                    HARNESS_IO_TIMEOUT_S);
+            break;
+        }
+        if (n <= 0)
+            continue;
+        char chunk[8192];
+        ssize_t got = read(pipefd[0], chunk, sizeof(chunk));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        if (r == 0)
+            r = buffer_append(&out, chunk, (size_t)got);
+    }
+    close(pipefd[0]);
+    int status = wait_until(pid, deadline);
+    if (status == 127)
+        fprintf(stderr, "harness: %s: could not be run (exit status 127)\n", argv[0]);
+    if (r < 0 || status < 0) {
+        free(out.data);
+        return r < 0 ? r : status;
+    }
+    if (ret_stdout) {
+        if (!out.data && buffer_append(&out, "", 0) < 0)
+            return -ENOMEM;
+        *ret_stdout = out.data;
+    } else {
+        free(out.data);
+    }
+    return status;
+}
+
+/* The binary to run: $env_name when set, else the build tree's own. */
+static char *binary_path(const char *env_name, const char *name)
+{
+    const char *env = getenv(env_name);
+    char *path;
+    if (env && env[0])
+        return strdup(env);
+    if (asprintf(&path, "%s/%s", LEGBA_BINARY_DIR, name) < 0)
+        return NULL;
+    return path;
+}
+
+int harness_legbactl(const char *data_dir, const char *const args[], cJSON **ret_json)
+{
+    size_t n = 0;
+    while (args && args[n])
+        n++;
+    const char **argv = calloc(n + 4, sizeof(*argv));
+    char *ctl = binary_path("LEGBA_LEGBACTL", "legbactl");
+    if (!argv || !ctl) {
+        free(argv);
+        free(ctl);
+        return -ENOMEM;
+    }
+    argv[0] = ctl;
+    argv[1] = "--data-dir";
+    argv[2] = data_dir;
+    for (size_t i = 0; i < n; i++)
+        argv[3 + i] = args[i];
+
+    char *out = NULL;
+    int status = harness_run(argv, &out);
+    if (status >= 0 && ret_json) {
+        *ret_json = cJSON_Parse(out);
+        if (!*ret_json && status == 0)
+            fprintf(stderr, "harness: legbactl %s: stdout is not JSON: %s\n", n ? args[0] : "",
+                    out);
+    }
+    free(out);
+    free(argv);
+    free(ctl);
+    return status;
+}
+
+int harness_build_image(const char *images_dir, const char *name)
+{
+    char *tool;
+    if (asprintf(&tool, "%s/tools/build-image", LEGBA_SOURCE_DIR) < 0)
+        return -ENOMEM;
+    char *out = NULL;
+    int status = harness_run(HARNESS_LIST(tool, name, "--images-dir", images_dir), &out);
+    if (status != 0)
+        fprintf(stderr, "harness: build-image %s failed (%d):\n%s\n", name, status, out ? out : "");
+    free(out);
+    free(tool);
+    return status;
+}
+
+/* ---- legbad ---- */
+
+static bool port_accepts(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+void harness_legbad_free(HarnessLegbad *legbad)
+{
+    if (!legbad)
+        return;
+    if (legbad->pid > 0)
+        harness_legbad_kill(legbad);
+    free(legbad->log_path);
+    free(legbad);
+}
+
+int harness_legbad_start(const HarnessLegbadOptions *options, HarnessLegbad **ret_legbad)
+{
+    if (!options || !options->dir || !options->data_dir || !options->images_dir)
+        return -EINVAL;
+    HarnessLegbad *legbad = calloc(1, sizeof(*legbad));
+    if (!legbad)
+        return -ENOMEM;
+    char *legbad_bin = binary_path("LEGBA_LEGBAD", "legbad");
+    char *listen = NULL, *domains = NULL;
+    const char **argv = NULL;
+    int log_fd = -1, null_fd = -1, r;
+
+    legbad->port = options->port;
+    if (!legbad->port && (r = harness_free_port(&legbad->port)) < 0)
+        goto fail;
+    r = -ENOMEM;
+    if (!legbad_bin ||
+        asprintf(&legbad->log_path, "%s/%s", options->dir,
+                 options->log_name ? options->log_name : "legbad.log") < 0 ||
+        asprintf(&listen, "127.0.0.1:%u", legbad->port) < 0 ||
+        (!options->domains_dir && asprintf(&domains, "%s/domains", LEGBA_SOURCE_DIR) < 0))
+        goto fail;
+
+    size_t n_extra = 0;
+    while (options->extra_args && options->extra_args[n_extra])
+        n_extra++;
+    argv = calloc(12 + n_extra, sizeof(*argv));
+    if (!argv)
+        goto fail;
+    size_t n = 0;
+    argv[n++] = legbad_bin;
+    argv[n++] = "--listen";
+    argv[n++] = listen;
+    argv[n++] = "--data-dir";
+    argv[n++] = options->data_dir;
+    argv[n++] = "--images-dir";
+    argv[n++] = options->images_dir;
+    argv[n++] = "--domains-dir";
+    argv[n++] = options->domains_dir ? options->domains_dir : domains;
+    argv[n++] = "--libvirt-uri";
+    argv[n++] = options->libvirt_uri ? options->libvirt_uri : "test:///default";
+    for (size_t i = 0; i < n_extra; i++)
+        argv[n++] = options->extra_args[i];
+
+    log_fd = open(legbad->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (log_fd < 0 || null_fd < 0) {
+        r = -errno;
+        fprintf(stderr, "harness: cannot open %s: %s\n", legbad->log_path, strerror(-r));
+        goto fail;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        r = -errno;
+        goto fail;
+    }
+    if (pid == 0)
+        child_exec(argv, null_fd, log_fd, log_fd);
+    legbad->pid = pid;
+    close(log_fd);
+    close(null_fd);
+    log_fd = null_fd = -1;
+
+    long long deadline = now_ms() + HARNESS_START_TIMEOUT_S * 1000LL;
+    for (;;) {
+        int status;
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) {
+            legbad->pid = 0;
+            legbad->exit_status = exit_status(status);
+            fprintf(stderr, "harness: legbad exited during start-up with status %d\n",
+                    exit_status(status));
+            r = -ECHILD;
+            break;
+        }
+        if (port_accepts(legbad->port)) {
+            r = 0;
+            break;
+        }
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "harness: legbad did not accept connections on port %u within %d s\n",
+                    legbad->port, HARNESS_START_TIMEOUT_S);
+            r = -ETIMEDOUT;
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    if (r < 0) {
+        harness_dump_file(legbad->log_path);
+        goto fail;
+    }
+    free(listen);
+    free(domains);
+    free(argv);
+    free(legbad_bin);
+    *ret_legbad = legbad;
+    return 0;
+
+fail:
+    if (log_fd >= 0)
+        close(log_fd);
+    if (null_fd >= 0)
+        close(null_fd);
+    harness_legbad_free(legbad);
+    free(listen);
+    free(domains);
+    free(argv);
+    free(legbad_bin);
+    return r;
+}
+
+bool harness_legbad_exited(HarnessLegbad *legbad)
+{
+    if (!legbad)
+        return true;
+    if (legbad->pid <= 0)
+        return true;
+    int status;
+    if (waitpid(legbad->pid, &status, WNOHANG) != legbad->pid)
+        return false;
+    legbad->pid = 0;
+    legbad->exit_status = exit_status(status);
+    return true;
+}
+
+static int legbad_signal(HarnessLegbad *legbad, int sig)
+{
+    if (!legbad)
+        return -ECHILD;
+    if (legbad->pid <= 0)
+        return legbad->exit_status;
+    if (kill(legbad->pid, sig) < 0 && errno != ESRCH)
+        return -errno;
+    int status = wait_until(legbad->pid, now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL);
+    legbad->pid = 0;
+    legbad->exit_status = status;
+    return status;
+}
+
+int harness_legbad_stop(HarnessLegbad *legbad)
+{
+    return legbad_signal(legbad, SIGTERM);
+}
+
+int harness_legbad_kill(HarnessLegbad *legbad)
+{
+    return legbad_signal(legbad, SIGKILL);
+}
+
+/* ---- HTTP ---- */
+
+int harness_free_port(uint16_t *ret_port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    int r = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        return r;
+    *ret_port = ntohs(sa.sin_port);
+    return 0;
+}
+
+void harness_response_done(HarnessResponse *response)
+{
+    if (!response)
+        return;
+    for (size_t i = 0; i < response->n_headers; i++) {
+        free(response->header_names[i]);
+        free(response->header_values[i]);
+    }
+    free(response->header_names);
+    free(response->header_values);
+    free(response->body);
+    cJSON_Delete(response->json);
+    *response = (HarnessResponse){0};
+}
+
+const char *harness_header(const HarnessResponse *response, const char *name)
+{
+    for (size_t i = 0; response && i < response->n_headers; i++)
+        if (strcasecmp(response->header_names[i], name) == 0)
+            return response->header_values[i];
+    return NULL;
+}
+
+static const char *error_field(const HarnessResponse *response, const char *field)
+{
+    if (!response || !response->json)
+        return NULL;
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(response->json, "error");
+    const cJSON *value = cJSON_GetObjectItemCaseSensitive(error, field);
+    return cJSON_IsString(value) ? value->valuestring : NULL;
+}
+
+const char *harness_error_code(const HarnessResponse *response)
+{
+    return error_field(response, "code");
+}
+
+const char *harness_error_message(const HarnessResponse *response)
+{
+    return error_field(response, "message");
+}
+
+/* Where the header block ends (just past the blank line), or NULL while incomplete. */
+static const char *header_end(const Buffer *in)
+{
+    const char *end = in->data ? memmem(in->data, in->len, "\r\n\r\n", 4) : NULL;
+    return end ? end + 4 : NULL;
+}
+
+/* True once in holds a whole response according to its Content-Length. */
+static bool response_complete(const Buffer *in)
+{
+    const char *end = header_end(in);
+    if (!end)
+        return false;
+    /* Case-insensitive search for the length within the header block only. */
+    const char *p = in->data;
+    while (p < end) {
+        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
+            unsigned long long n = strtoull(p + 15, NULL, 10);
+            return (size_t)(in->data + in->len - end) >= n;
+        }
+        p = eol + 2;
+    }
+    return false;
+}
+
+static char *strip_dup(const char *start, const char *end)
+{
+    while (start < end && (*start == ' ' || *start == '\t'))
+        start++;
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    return strndup(start, (size_t)(end - start));
+}
+
+static int parse_response(const Buffer *in, HarnessResponse *ret)
+{
+    const char *end = header_end(in);
+    if (!end) {
+        fprintf(stderr, "harness: response has no complete header (%zu bytes received)\n", in->len);
+        return -EPROTO;
+    }
+    HarnessResponse resp = {0};
+    int status;
+    if (sscanf(in->data, "HTTP/1.%*1[01] %3d", &status) != 1) {
+        fprintf(stderr, "harness: bad status line: %.80s\n", in->data);
+        return -EPROTO;
+    }
+    resp.status = status;
+
+    const char *p = memmem(in->data, (size_t)(end - in->data), "\r\n", 2) + 2;
+    size_t cap = 0;
+    while (p < end - 2) {
+        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon) {
+            harness_response_done(&resp);
+            fprintf(stderr, "harness: bad header line: %.*s\n", (int)(eol - p), p);
+            return -EPROTO;
+        }
+        if (resp.n_headers == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **names = realloc(resp.header_names, cap * sizeof(char *));
+            if (names)
+                resp.header_names = names;
+            char **values = realloc(resp.header_values, cap * sizeof(char *));
+            if (values)
+                resp.header_values = values;
+            if (!names || !values) {
+                harness_response_done(&resp);
+                return -ENOMEM;
+            }
+        }
+        resp.header_names[resp.n_headers] = strip_dup(p, colon);
+        resp.header_values[resp.n_headers] = strip_dup(colon + 1, eol);
+        resp.n_headers++;
+        p = eol + 2;
+    }
+
+    size_t body_len = (size_t)(in->data + in->len - end);
+    const char *length = harness_header(&resp, "Content-Length");
+    if (length && strtoull(length, NULL, 10) < body_len)
+        body_len = strtoull(length, NULL, 10);
+    resp.body = malloc(body_len + 1);
+    if (!resp.body) {
+        harness_response_done(&resp);
+        return -ENOMEM;
+    }
+    memcpy(resp.body, end, body_len);
+    resp.body[body_len] = '\0';
+    resp.body_len = body_len;
+    resp.json = body_len ? cJSON_ParseWithLength(resp.body, body_len) : NULL;
+    *ret = resp;
+    return 0;
+}
+
+/*
+ * Sends out and reads the answer at the same time: a server may answer
+ * and close before it has read everything (an early 413), and what it
+ * said must still be read. Stops at EOF, at a complete response, or at
+ * the deadline.
+ */
+static int exchange(uint16_t port, const Buffer *out, HarnessResponse *ret)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    long long deadline = now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
+    Buffer in = {0};
+    size_t sent = 0;
+    bool sending = true;
+    int r = 0;
+
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+        r = -errno;
+        fprintf(stderr, "harness: connect to port %u: %s\n", port, strerror(-r));
+        goto out;
+    }
+    for (;;) {
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "harness: no complete response on port %u within %d s\n", port,
+                    HARNESS_IO_TIMEOUT_S);
+            r = -ETIMEDOUT;
+            goto out;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN | (sending ? POLLOUT : 0)};
+        int n = poll(&p, 1, remaining_ms(deadline));
+        if (n < 0 && errno != EINTR) {
+            r = -errno;
+            goto out;
+        }
+        if (n <= 0)
+            continue;
+        if (sending && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
+            ssize_t w = send(fd, out->data + sent, out->len - sent, MSG_NOSIGNAL);
+            if (w > 0)
+                sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EINTR)
+                sending = false; /* the server stopped reading; its answer may be waiting */
+            if (sent == out->len)
+                sending = false;
+        }
+        if (p.revents & (POLLIN | POLLERR | POLLHUP)) {
+            char chunk[16384];
+            ssize_t got = recv(fd, chunk, sizeof(chunk), 0);
+            if (got < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (got < 0 && in.len == 0 && errno != ECONNRESET) {
+                r = -errno;
+                fprintf(stderr, "harness: recv on port %u: %s\n", port, strerror(-r));
+                goto out;
+            }
+            if (got <= 0)
+                break;
+            r = buffer_append(&in, chunk, (size_t)got);
+            if (r < 0)
+                goto out;
+            if (response_complete(&in))
+                break;
+        }
+    }
+    if (in.len == 0) {
+        fprintf(stderr, "harness: connection on port %u closed without a response\n", port);
+        r = -ECONNRESET;
+        goto out;
+    }
+    r = parse_response(&in, ret);
+out:
+    close(fd);
+    free(in.data);
+    return r;
+}
+
+int harness_http_raw(uint16_t port, const void *data, size_t len, HarnessResponse *ret)
+{
+    Buffer out = {0};
+    int r = buffer_append(&out, data, len);
+    if (r == 0)
+        r = exchange(port, &out, ret);
+    free(out.data);
+    return r;
+}
+
+int harness_http_ex(uint16_t port, const char *method, const char *path,
+                    const char *const headers[], const void *body, size_t body_len,
+                    long long content_length, HarnessResponse *ret)
+{
+    Buffer out = {0};
+    int r = buffer_printf(&out, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n",
+                          method, path, port);
+    for (size_t i = 0; r == 0 && headers && headers[i]; i++)
+        r = buffer_printf(&out, "%s\r\n", headers[i]);
+    if (r == 0 && content_length == HARNESS_CL_AUTO && (body_len > 0 || body))
+        r = buffer_printf(&out, "Content-Length: %zu\r\n", body_len);
+    else if (r == 0 && content_length >= 0)
+        r = buffer_printf(&out, "Content-Length: %lld\r\n", content_length);
+    else if (r == 0 && content_length == HARNESS_CL_CHUNKED)
+        r = buffer_printf(&out, "Transfer-Encoding: chunked\r\n");
+    if (r == 0)
+        r = buffer_append(&out, "\r\n", 2);
+
+    if (content_length == HARNESS_CL_CHUNKED) {
+        const char *p = body;
+        for (size_t done = 0; r == 0 && done < body_len;) {
+            size_t n = body_len - done < 4096 ? body_len - done : 4096;
+            r = buffer_printf(&out, "%zx\r\n", n);
+            if (r == 0)
+                r = buffer_append(&out, p + done, n);
+            if (r == 0)
+                r = buffer_append(&out, "\r\n", 2);
+            done += n;
+        }
+        if (r == 0)
+            r = buffer_append(&out, "0\r\n\r\n", 5);
+    } else if (r == 0 && body_len > 0) {
+        r = buffer_append(&out, body, body_len);
+    }
+    if (r == 0)
+        r = exchange(port, &out, ret);
+    free(out.data);
+    return r;
+}
+
+int harness_http(uint16_t port, const char *method, const char *path, const char *const headers[],
+                 const void *body, size_t body_len, HarnessResponse *ret)
+{
+    return harness_http_ex(port, method, path, headers, body, body_len, HARNESS_CL_AUTO, ret);
+}

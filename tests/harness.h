@@ -1,0 +1,177 @@
+/*
+ * Test support for integration tests (tests/it_*.c): temporary directories,
+ * running legbactl and build-image, a legbad child process with its log,
+ * and a deliberately small raw-socket HTTP/1.1 client over loopback, so a
+ * test can send exactly the bytes it means (malformed requests included).
+ *
+ * Conventions: functions return 0 (or an exit status, where said) and a
+ * negative errno on failure; outputs go through ret_ pointers and are left
+ * untouched on failure; every free function accepts NULL. Nothing here
+ * calls cmocka, so the helpers may be used from any thread; failures are
+ * described on stderr before the error is returned.
+ *
+ * Paths come from compile definitions LEGBA_SOURCE_DIR and LEGBA_BINARY_DIR
+ * (tests/CMakeLists.txt). The environment variables LEGBA_LEGBAD and
+ * LEGBA_LEGBACTL, when set, name other binaries to run instead of the
+ * build's own (for example an installed legbad).
+ */
+#pragma once
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* How long an HTTP exchange or a helper process may take before it is abandoned. */
+#define HARNESS_IO_TIMEOUT_S 60
+/* How long legbad may take to accept connections after it is started. */
+#define HARNESS_START_TIMEOUT_S 20
+
+/* A NULL-terminated argument or header list literal: HARNESS_LIST("org", "create", "a"). */
+#define HARNESS_LIST(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* The source tree (LEGBA_SOURCE_DIR) and the build tree (LEGBA_BINARY_DIR). */
+const char *harness_source_dir(void);
+const char *harness_binary_dir(void);
+
+/* ---- files and directories ---- */
+
+/*
+ * Creates a fresh directory /tmp/<prefix>XXXXXX with mode 0711, so the
+ * libvirt-qemu user can reach disks below it without listing it.
+ * *ret_path is malloc'd.
+ */
+int harness_tempdir(const char *prefix, char **ret_path);
+/* Removes path and everything below it (no symlink is followed). Missing is fine. */
+int harness_rmtree(const char *path);
+/* Whether path exists (any file type; a dangling symlink counts). */
+bool harness_file_exists(const char *path);
+/* Number of entries in dir whose name ends with suffix ("" counts all but . and ..); -errno. */
+int harness_count_files(const char *dir, const char *suffix);
+/* Whether the file at path contains needle (read whole, at most 64 MiB). */
+bool harness_log_contains(const char *path, const char *needle);
+/* Copies the file at path to stderr between marker lines, for failure reports. */
+void harness_dump_file(const char *path);
+
+/* ---- child processes ---- */
+
+/*
+ * Runs argv[0] (a path, or a name looked up in PATH) with argv, no shell,
+ * stdin from /dev/null, stderr inherited. stdout is captured into
+ * *ret_stdout (malloc'd, NUL-terminated; pass NULL to discard). A child
+ * still running after HARNESS_IO_TIMEOUT_S is killed.
+ * Returns the exit status (0..255; 128 + signal number when killed by a
+ * signal), or -errno when it could not be run.
+ */
+int harness_run(const char *const argv[], char **ret_stdout);
+
+/*
+ * Runs `legbactl --data-dir data_dir args...` (args NULL-terminated, see
+ * HARNESS_LIST). When ret_json is not NULL it gets stdout parsed as JSON,
+ * or NULL when stdout is not JSON. Returns the exit status as
+ * harness_run() does.
+ */
+int harness_legbactl(const char *data_dir, const char *const args[], cJSON **ret_json);
+
+/*
+ * Builds image `name` from its recipe into images_dir with
+ * tools/build-image (for the "tiny" image: images_dir/tiny/{disk.qcow2,
+ * manifest.json}). Returns the exit status; the tool's output is printed
+ * to stderr when it fails.
+ */
+int harness_build_image(const char *images_dir, const char *name);
+
+/* ---- legbad ---- */
+
+typedef struct {
+    const char *dir;         /* required: where the log file goes (the test's temp dir) */
+    const char *data_dir;    /* required */
+    const char *images_dir;  /* required */
+    const char *domains_dir; /* NULL: LEGBA_SOURCE_DIR/domains */
+    const char *libvirt_uri; /* NULL: test:///default */
+    uint16_t port;           /* 0: a free loopback port */
+    const char *log_name;    /* file name inside dir; NULL: "legbad.log" (truncated at start) */
+    const char *const *extra_args; /* NULL-terminated, appended to the command line; may be NULL */
+} HarnessLegbadOptions;
+
+typedef struct {
+    pid_t pid;       /* 0 once reaped */
+    int exit_status; /* once reaped: as harness_run() reports it */
+    uint16_t port;
+    char *log_path;
+} HarnessLegbad;
+
+/*
+ * Starts legbad with --listen 127.0.0.1:PORT and the directories above,
+ * stderr (its log) and stdout to the log file, and waits until the port
+ * accepts connections (then 0) or the child exits or HARNESS_START_TIMEOUT_S
+ * passes (then the log is printed to stderr, the child is killed and reaped,
+ * and -ECHILD or -ETIMEDOUT is returned).
+ */
+int harness_legbad_start(const HarnessLegbadOptions *options, HarnessLegbad **ret_legbad);
+/*
+ * Whether legbad has exited (a crash, say); reaps it and records
+ * exit_status. Lets a test tell "the daemon died" from "the request failed".
+ */
+bool harness_legbad_exited(HarnessLegbad *legbad);
+/*
+ * Sends SIGTERM (harness_legbad_stop) or SIGKILL (harness_legbad_kill) and
+ * reaps the child; a child that ignores SIGTERM for HARNESS_IO_TIMEOUT_S is
+ * killed. Returns its exit status as harness_run() does (so a clean
+ * shutdown is 0, SIGKILL is 137); if it had already exited, the status it
+ * exited with.
+ */
+int harness_legbad_stop(HarnessLegbad *legbad);
+int harness_legbad_kill(HarnessLegbad *legbad);
+/* Kills the child if it is still running, then frees. */
+void harness_legbad_free(HarnessLegbad *legbad);
+
+/* ---- HTTP ---- */
+
+/* A free TCP port on 127.0.0.1 (bound to port 0 and released again). */
+int harness_free_port(uint16_t *ret_port);
+
+typedef struct {
+    int status; /* from the status line */
+    size_t n_headers;
+    char **header_names;  /* as received */
+    char **header_values; /* leading and trailing blanks removed */
+    char *body;           /* NUL-terminated (the NUL is not counted in body_len) */
+    size_t body_len;
+    cJSON *json; /* body parsed as JSON, NULL when it is not JSON */
+} HarnessResponse;
+
+/* Special values for harness_http_ex's content_length. */
+#define HARNESS_CL_AUTO (-1LL)    /* Content-Length: body_len when there is a body */
+#define HARNESS_CL_NONE (-2LL)    /* no Content-Length header at all */
+#define HARNESS_CL_CHUNKED (-3LL) /* Transfer-Encoding: chunked, body sent in 4 KiB chunks */
+
+/*
+ * One request on a fresh connection to 127.0.0.1:port: "METHOD PATH
+ * HTTP/1.1", Host, Connection: close, then headers (NULL-terminated
+ * "Name: value" strings, or NULL), the length header chosen by
+ * content_length (any value >= 0 is declared as is, whatever body_len is),
+ * and body_len bytes of body. The response is read while the request is
+ * still being sent (so an early answer such as a 413 is not lost) until
+ * the server closes or the declared Content-Length has arrived, bounded by
+ * HARNESS_IO_TIMEOUT_S. 0 with *ret filled, or -errno (-EPROTO for a
+ * response that does not parse).
+ */
+int harness_http_ex(uint16_t port, const char *method, const char *path,
+                    const char *const headers[], const void *body, size_t body_len,
+                    long long content_length, HarnessResponse *ret);
+/* harness_http_ex with HARNESS_CL_AUTO. */
+int harness_http(uint16_t port, const char *method, const char *path, const char *const headers[],
+                 const void *body, size_t body_len, HarnessResponse *ret);
+/* Sends exactly len bytes (a whole request, malformed or not) and reads the answer. */
+int harness_http_raw(uint16_t port, const void *data, size_t len, HarnessResponse *ret);
+
+/* The value of the first header called name (case-insensitive), or NULL. */
+const char *harness_header(const HarnessResponse *response, const char *name);
+/* error.code of a JSON error body, or NULL. */
+const char *harness_error_code(const HarnessResponse *response);
+/* error.message of a JSON error body, or NULL. */
+const char *harness_error_message(const HarnessResponse *response);
+/* Frees what the response holds and zeroes it; accepts NULL. */
+void harness_response_done(HarnessResponse *response);

@@ -1,0 +1,1153 @@
+/*
+ * Tier 2: the Instances API end to end, legbad as a child process against
+ * libvirt's fake driver (test:///default), orgs and tokens made with
+ * legbactl, every request over a real loopback socket.
+ *
+ * The tests share one daemon and run in order; each leaves no instance
+ * behind except where a later one says it relies on it (the restart test
+ * takes over whatever is live).
+ *
+ * Set LEGBA_IT_KEEP=1 to keep the temp dir (data, images, legbad logs).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define UUID_LEN 36
+#define BODY_LIMIT (64 * 1024)
+
+typedef struct {
+    char uuid[UUID_LEN + 1];
+    char token_id[UUID_LEN + 1];
+    char auth[160]; /* "Authorization: Bearer lgb_…" */
+} Org;
+
+static struct {
+    char *dir;
+    char *data_dir;
+    char *images_dir;
+    char *instances_dir;
+    Org a, b;
+    HarnessLegbad *legbad;
+} it;
+
+/* ---- assertions that say what the server answered ---- */
+
+static void fail_response(const char *file, int line, const HarnessResponse *resp, const char *fmt,
+                          ...) __attribute__((format(printf, 4, 5)));
+static void fail_response(const char *file, int line, const HarnessResponse *resp, const char *fmt,
+                          ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    print_error("%s:%d: %s\n  response: HTTP %d, body (%zu bytes): %.2000s\n", file, line, what,
+                resp->status, resp->body_len, resp->body ? resp->body : "");
+    _fail(file, line);
+}
+
+#define assert_status(resp, want)                                                                  \
+    do {                                                                                           \
+        if ((resp)->status != (want))                                                              \
+            fail_response(__FILE__, __LINE__, (resp), "status %d expected", (want));               \
+    } while (0)
+
+/* Status, a JSON error body with this code, a non-empty message, a JSON Content-Type. */
+#define assert_error(resp, want_status, want_code)                                                 \
+    do {                                                                                           \
+        assert_status((resp), (want_status));                                                      \
+        const char *code_ = harness_error_code(resp);                                              \
+        const char *msg_ = harness_error_message(resp);                                            \
+        const char *type_ = harness_header((resp), "Content-Type");                                \
+        if (!code_ || strcmp(code_, (want_code)) != 0 || !msg_ || !msg_[0])                        \
+            fail_response(__FILE__, __LINE__, (resp), "error code '%s' expected", (want_code));    \
+        if (!type_ || strncmp(type_, "application/json", 16) != 0)                                 \
+            fail_response(__FILE__, __LINE__, (resp), "Content-Type application/json expected");   \
+    } while (0)
+
+#define assert_header(resp, name, want)                                                            \
+    do {                                                                                           \
+        const char *value_ = harness_header((resp), (name));                                       \
+        if (!value_ || strcmp(value_, (want)) != 0)                                                \
+            fail_response(__FILE__, __LINE__, (resp), "header %s: '%s' expected, got '%s'",        \
+                          (name), (want), value_ ? value_ : "(none)");                             \
+    } while (0)
+
+/* The error message mentions word. */
+#define assert_message_has(resp, word)                                                             \
+    do {                                                                                           \
+        const char *m_ = harness_error_message(resp);                                              \
+        if (!m_ || !strstr(m_, (word)))                                                            \
+            fail_response(__FILE__, __LINE__, (resp), "error message should name '%s'", (word));   \
+    } while (0)
+
+/* ---- requests ---- */
+
+static void path_instances(char *buf, size_t size, const char *org)
+{
+    snprintf(buf, size, "/orgs/%s/api/instances", org);
+}
+
+static void path_instance(char *buf, size_t size, const char *org, const char *instance)
+{
+    snprintf(buf, size, "/orgs/%s/api/instances/%s", org, instance);
+}
+
+/*
+ * One request with the given Authorization line (NULL for none); a body
+ * goes with Content-Type: application/json. Usable from any thread.
+ */
+static int send_request(const char *auth, const char *method, const char *path, const char *body,
+                        HarnessResponse *resp)
+{
+    const char *headers[3] = {0};
+    size_t n = 0;
+    if (auth)
+        headers[n++] = auth;
+    if (body)
+        headers[n++] = "Content-Type: application/json";
+    return harness_http(it.legbad->port, method, path, headers, body, body ? strlen(body) : 0,
+                        resp);
+}
+
+static void request(const char *auth, const char *method, const char *path, const char *body,
+                    HarnessResponse *resp)
+{
+    int r = send_request(auth, method, path, body, resp);
+    if (r < 0 && harness_legbad_exited(it.legbad))
+        fail_msg("%s %s: legbad died (exit status %d); its log is %s", method, path,
+                 it.legbad->exit_status, it.legbad->log_path);
+    if (r < 0)
+        fail_msg("%s %s: no HTTP response: %s", method, path, strerror(-r));
+}
+
+static void overlay_path(char *buf, size_t size, const char *instance)
+{
+    snprintf(buf, size, "%s/%s.qcow2", it.instances_dir, instance);
+}
+
+/* "2025-01-10T12:00:00Z" exactly, within two minutes of now. */
+static void assert_created_at_recent(const char *text)
+{
+    struct tm tm = {0};
+    assert_non_null(text);
+    assert_int_equal(strlen(text), 20);
+    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (!end || *end)
+        fail_msg("created_at '%s' is not ISO 8601 UTC (YYYY-MM-DDTHH:MM:SSZ)", text);
+    time_t t = timegm(&tm);
+    time_t now = time(NULL);
+    if (t < now - 120 || t > now + 120)
+        fail_msg("created_at '%s' is not near now (%lld)", text, (long long)now);
+}
+
+static const char *json_string(const cJSON *object, const char *name)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* An instance object with exactly the contract's fields. */
+static void assert_instance_object(const cJSON *json, const char *image, const char *size,
+                                   const char *status)
+{
+    static const char *const fields[] = {"instance_uuid", "status",     "image",
+                                         "size",          "created_at", "access_url"};
+    assert_true(cJSON_IsObject(json));
+    assert_int_equal(cJSON_GetArraySize(json), 6);
+    for (size_t i = 0; i < 6; i++)
+        if (!cJSON_HasObjectItem(json, fields[i]))
+            fail_msg("instance object lacks '%s'", fields[i]);
+    const char *uuid = json_string(json, "instance_uuid");
+    assert_non_null(uuid);
+    assert_int_equal(strlen(uuid), UUID_LEN);
+    assert_string_equal(json_string(json, "status"), status);
+    assert_string_equal(json_string(json, "image"), image);
+    assert_string_equal(json_string(json, "size"), size);
+    assert_created_at_recent(json_string(json, "created_at"));
+    /* The console that serves access_url is not in this release: present, null. */
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "access_url")));
+}
+
+/* POST a create that must succeed; checks the answer and returns the new uuid. */
+static void create_instance(const Org *org, const char *size, char ret_uuid[UUID_LEN + 1])
+{
+    char path[256], body[128], location[256], overlay[512];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), org->uuid);
+    snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"%s\"}", size);
+    request(org->auth, "POST", path, body, &resp);
+    assert_status(&resp, 201);
+    assert_instance_object(resp.json, "tiny", size, "running");
+    const char *uuid = json_string(resp.json, "instance_uuid");
+    path_instance(location, sizeof(location), org->uuid, uuid);
+    assert_header(&resp, "Location", location);
+    overlay_path(overlay, sizeof(overlay), uuid);
+    if (!harness_file_exists(overlay))
+        fail_msg("overlay %s missing after create", overlay);
+    snprintf(ret_uuid, UUID_LEN + 1, "%s", uuid);
+    harness_response_done(&resp);
+}
+
+static void delete_instance(const Org *org, const char *uuid)
+{
+    char path[256], overlay[512];
+    HarnessResponse resp = {0};
+    path_instance(path, sizeof(path), org->uuid, uuid);
+    request(org->auth, "DELETE", path, NULL, &resp);
+    assert_status(&resp, 204);
+    assert_int_equal(resp.body_len, 0);
+    harness_response_done(&resp);
+    overlay_path(overlay, sizeof(overlay), uuid);
+    if (harness_file_exists(overlay))
+        fail_msg("overlay %s still there after delete", overlay);
+}
+
+/* GET the org's list (must be 200 with a consistent total); caller frees. */
+static cJSON *list_instances(const Org *org)
+{
+    char path[256];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), org->uuid);
+    request(org->auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    const cJSON *array = cJSON_GetObjectItemCaseSensitive(resp.json, "instances");
+    const cJSON *total = cJSON_GetObjectItemCaseSensitive(resp.json, "total");
+    if (!cJSON_IsArray(array) || !cJSON_IsNumber(total) ||
+        (int)total->valuedouble != cJSON_GetArraySize(array))
+        fail_response(__FILE__, __LINE__, &resp, "list must be {\"instances\":[…],\"total\":N}");
+    cJSON *json = resp.json;
+    resp.json = NULL;
+    harness_response_done(&resp);
+    return json;
+}
+
+/* The instance with this uuid in a list answer, or NULL. */
+static const cJSON *list_find(const cJSON *list, const char *uuid)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(list, "instances"))
+    {
+        const char *u = json_string(item, "instance_uuid");
+        if (u && strcmp(u, uuid) == 0)
+            return item;
+    }
+    return NULL;
+}
+
+static int list_total(const Org *org)
+{
+    cJSON *list = list_instances(org);
+    int total = (int)cJSON_GetObjectItemCaseSensitive(list, "total")->valuedouble;
+    cJSON_Delete(list);
+    return total;
+}
+
+/* Whether `legbactl instance list` (every org) still has this uuid. */
+static bool legbactl_has_instance(const char *uuid)
+{
+    cJSON *json = NULL;
+    int status = harness_legbactl(it.data_dir, HARNESS_LIST("instance", "list"), &json);
+    if (status != 0 || !json)
+        fail_msg("legbactl instance list: exit status %d", status);
+    const cJSON *item;
+    bool found = false;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(json, "instances"))
+    {
+        const char *u = json_string(item, "instance_uuid");
+        if (u && strcmp(u, uuid) == 0)
+            found = true;
+    }
+    cJSON_Delete(json);
+    return found;
+}
+
+static int overlay_count(void)
+{
+    int n = harness_count_files(it.instances_dir, ".qcow2");
+    assert_true(n >= 0);
+    return n;
+}
+
+/* ---- setup ---- */
+
+static int org_create(const char *name, Org *ret)
+{
+    cJSON *json = NULL;
+    int status = harness_legbactl(it.data_dir, HARNESS_LIST("org", "create", name), &json);
+    const char *uuid = json_string(json, "org_uuid");
+    const char *token = json_string(json, "token");
+    const char *token_id = json_string(json, "token_id");
+    if (status != 0 || !uuid || !token || !token_id) {
+        fprintf(stderr, "legbactl org create %s: exit status %d, no org_uuid/token/token_id\n",
+                name, status);
+        cJSON_Delete(json);
+        return -1;
+    }
+    snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
+    snprintf(ret->token_id, sizeof(ret->token_id), "%s", token_id);
+    snprintf(ret->auth, sizeof(ret->auth), "Authorization: Bearer %s", token);
+    cJSON_Delete(json);
+    return 0;
+}
+
+static int start_legbad(const char *log_name)
+{
+    HarnessLegbadOptions options = {
+        .dir = it.dir,
+        .data_dir = it.data_dir,
+        .images_dir = it.images_dir,
+        .libvirt_uri = "test:///default",
+        .log_name = log_name,
+        /* Pinned so the template and the log do not depend on the host's /dev/kvm. */
+        .extra_args = HARNESS_LIST("--accel", "tcg"),
+    };
+    return harness_legbad_start(&options, &it.legbad);
+}
+
+static int group_setup(void **state)
+{
+    if (harness_tempdir("legba-it-api-", &it.dir) < 0)
+        return -1;
+    if (asprintf(&it.data_dir, "%s/data", it.dir) < 0 ||
+        asprintf(&it.images_dir, "%s/images", it.dir) < 0 ||
+        asprintf(&it.instances_dir, "%s/instances", it.data_dir) < 0)
+        return -1;
+    if (mkdir(it.data_dir, 0711) < 0)
+        return -1;
+    if (harness_build_image(it.images_dir, "tiny") != 0)
+        return -1;
+    if (org_create("org-a", &it.a) < 0 || org_create("org-b", &it.b) < 0)
+        return -1;
+    if (start_legbad("legbad.log") < 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * Before each test: a legbad that died during the previous one is
+ * reported (with its log) and replaced, so one crash fails one test and
+ * the others still say something.
+ */
+static int revive_legbad(void **state)
+{
+    static unsigned revived;
+    char log_name[64];
+    if (it.legbad && !harness_legbad_exited(it.legbad))
+        return 0;
+    if (it.legbad) {
+        fprintf(stderr, "it_api: legbad died (exit status %d) in the previous test; its log:\n",
+                it.legbad->exit_status);
+        harness_dump_file(it.legbad->log_path);
+        harness_legbad_free(it.legbad);
+        it.legbad = NULL;
+    }
+    snprintf(log_name, sizeof(log_name), "legbad-revived-%u.log", ++revived);
+    return start_legbad(log_name);
+}
+
+static int group_teardown(void **state)
+{
+    if (it.legbad) {
+        int status = harness_legbad_stop(it.legbad);
+        if (status != 0) {
+            fprintf(stderr, "legbad exited with status %d at the end\n", status);
+            harness_dump_file(it.legbad->log_path);
+        }
+        harness_legbad_free(it.legbad);
+        it.legbad = NULL;
+    }
+    if (it.dir) {
+        const char *keep = getenv("LEGBA_IT_KEEP");
+        if (keep && keep[0] && strcmp(keep, "0") != 0)
+            fprintf(stderr, "it_api: kept %s\n", it.dir);
+        else
+            harness_rmtree(it.dir);
+    }
+    free(it.dir);
+    free(it.data_dir);
+    free(it.images_dir);
+    free(it.instances_dir);
+    return 0;
+}
+
+/* ---- the tests ---- */
+
+static void api_create_get_delete(void **state)
+{
+    char uuid[UUID_LEN + 1], path[256], overlay[512];
+    HarnessResponse resp = {0};
+
+    int before = list_total(&it.a);
+    create_instance(&it.a, "small", uuid);
+    assert_true(legbactl_has_instance(uuid));
+
+    cJSON *list = list_instances(&it.a);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(list, "total")->valuedouble, before + 1);
+    const cJSON *listed = list_find(list, uuid);
+    assert_non_null(listed);
+    assert_instance_object(listed, "tiny", "small", "running");
+
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_instance_object(resp.json, "tiny", "small", "running");
+    /* The same object as in the list. */
+    assert_true(cJSON_Compare(resp.json, listed, true));
+    cJSON_Delete(list);
+    harness_response_done(&resp);
+
+    /* The uuid in the path is case-insensitive: one instance, one key. */
+    char upper[UUID_LEN + 1], upper_path[256];
+    for (size_t i = 0; i <= UUID_LEN; i++)
+        upper[i] = (char)(uuid[i] >= 'a' && uuid[i] <= 'f' ? uuid[i] - 'a' + 'A' : uuid[i]);
+    path_instance(upper_path, sizeof(upper_path), it.a.uuid, upper);
+    request(it.a.auth, "GET", upper_path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "instance_uuid"), uuid);
+    harness_response_done(&resp);
+
+    delete_instance(&it.a, uuid);
+
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+
+    list = list_instances(&it.a);
+    assert_null(list_find(list, uuid));
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(list, "total")->valuedouble, before);
+    cJSON_Delete(list);
+    overlay_path(overlay, sizeof(overlay), uuid);
+    assert_false(harness_file_exists(overlay));
+    assert_false(legbactl_has_instance(uuid));
+
+    request(it.a.auth, "DELETE", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+}
+
+static void api_sizes_and_images(void **state)
+{
+    static const char *const sizes[] = {"small", "medium", "large"};
+    char uuids[3][UUID_LEN + 1], path[256];
+    HarnessResponse resp = {0};
+
+    for (size_t i = 0; i < 3; i++)
+        create_instance(&it.b, sizes[i], uuids[i]);
+    cJSON *list = list_instances(&it.b);
+    for (size_t i = 0; i < 3; i++) {
+        const cJSON *item = list_find(list, uuids[i]);
+        assert_non_null(item);
+        assert_string_equal(json_string(item, "size"), sizes[i]);
+    }
+    cJSON_Delete(list);
+    for (size_t i = 0; i < 3; i++)
+        delete_instance(&it.b, uuids[i]);
+
+    int overlays = overlay_count();
+    path_instances(path, sizeof(path), it.b.uuid);
+    request(it.b.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"huge\"}", &resp);
+    assert_error(&resp, 400, "invalid_size");
+    assert_message_has(&resp, "small");
+    assert_message_has(&resp, "medium");
+    assert_message_has(&resp, "large");
+    harness_response_done(&resp);
+
+    /* Sizes are names, not case-folded or trimmed. */
+    request(it.b.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"Small\"}", &resp);
+    assert_error(&resp, 400, "invalid_size");
+    harness_response_done(&resp);
+
+    request(it.b.auth, "POST", path, "{\"image\":\"nosuch\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 400, "invalid_image");
+    assert_message_has(&resp, "tiny");
+    harness_response_done(&resp);
+
+    /* A name that looks like a path is just an unknown image. */
+    request(it.b.auth, "POST", path, "{\"image\":\"../images/tiny\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 400, "invalid_image");
+    harness_response_done(&resp);
+
+    assert_int_equal(overlay_count(), overlays);
+    assert_int_equal(list_total(&it.b), 0);
+}
+
+static void assert_unauthorized(const char *auth_line, const char *what)
+{
+    char path[256];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+    request(auth_line, "GET", path, NULL, &resp);
+    if (resp.status != 401)
+        print_error("auth case: %s\n", what);
+    assert_error(&resp, 401, "unauthorized");
+    const char *challenge = harness_header(&resp, "WWW-Authenticate");
+    if (!challenge || strncmp(challenge, "Bearer", 6) != 0)
+        fail_response(__FILE__, __LINE__, &resp, "%s: WWW-Authenticate: Bearer… expected", what);
+    harness_response_done(&resp);
+
+    /* A create is refused the same way, and creates nothing. */
+    request(auth_line, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 401, "unauthorized");
+    harness_response_done(&resp);
+}
+
+static void api_auth(void **state)
+{
+    char path[256], line[600];
+    HarnessResponse resp = {0};
+    int overlays = overlay_count();
+
+    assert_unauthorized(NULL, "no Authorization header");
+    snprintf(line, sizeof(line), "Authorization: Basic %s", "YWxhZGRpbjpvcGVuc2VzYW1l");
+    assert_unauthorized(line, "Basic scheme");
+    const char *token_a = it.a.auth + strlen("Authorization: Bearer ");
+    snprintf(line, sizeof(line), "Authorization: Token %s", token_a);
+    assert_unauthorized(line, "Token scheme with a good token");
+    snprintf(line, sizeof(line), "Authorization: Bearer");
+    assert_unauthorized(line, "Bearer without a token");
+    assert_unauthorized("Authorization: Bearer not-a-token", "malformed token");
+    /* Right shape, wrong length or alphabet. */
+    snprintf(line, sizeof(line), "Authorization: Bearer %.*s", (int)strlen(token_a) - 1, token_a);
+    assert_unauthorized(line, "token one character short");
+    snprintf(line, sizeof(line), "Authorization: Bearer %sa", token_a);
+    assert_unauthorized(line, "token one character long");
+    snprintf(line, sizeof(line), "Authorization: Bearer %s", token_a);
+    for (char *p = line + strlen(line) - 64; *p; p++)
+        if (*p >= 'a' && *p <= 'f')
+            *p = (char)(*p - 'a' + 'A');
+    assert_unauthorized(line, "token in upper case");
+    assert_unauthorized("Authorization: Bearer "
+                        "lgb_0000000000000000000000000000000000000000000000000000000000000000",
+                        "well-formed unknown token");
+    /* Past the header limit: refused unread. */
+    char longline[1200];
+    int n = snprintf(longline, sizeof(longline), "Authorization: Bearer %s", token_a);
+    memset(longline + n, ' ', sizeof(longline) - (size_t)n - 1);
+    longline[sizeof(longline) - 1] = '\0';
+    assert_unauthorized(longline, "token padded past the header limit");
+
+    /* The scheme is case-insensitive (RFC 7235). */
+    path_instances(path, sizeof(path), it.a.uuid);
+    snprintf(line, sizeof(line), "Authorization: bearer %s", token_a);
+    request(line, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    harness_response_done(&resp);
+
+    /* A second token for org A works alongside the first. */
+    cJSON *json = NULL;
+    assert_int_equal(
+        harness_legbactl(it.data_dir, HARNESS_LIST("token", "create", "--org", it.a.uuid), &json),
+        0);
+    const char *token2 = json_string(json, "token");
+    const char *token2_id = json_string(json, "token_id");
+    assert_non_null(token2);
+    assert_non_null(token2_id);
+    assert_string_equal(json_string(json, "org_uuid"), it.a.uuid);
+    char auth2[160], token2_id_copy[UUID_LEN + 1];
+    snprintf(auth2, sizeof(auth2), "Authorization: Bearer %s", token2);
+    snprintf(token2_id_copy, sizeof(token2_id_copy), "%s", token2_id);
+    cJSON_Delete(json);
+
+    request(auth2, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    harness_response_done(&resp);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    harness_response_done(&resp);
+    /* Org A's second token sees nothing of org B. */
+    char path_b[256];
+    path_instances(path_b, sizeof(path_b), it.b.uuid);
+    request(auth2, "GET", path_b, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+
+    /* Revoked by legbactl while legbad runs: refused at the next request. */
+    assert_int_equal(
+        harness_legbactl(it.data_dir, HARNESS_LIST("token", "revoke", token2_id_copy), NULL), 0);
+    assert_unauthorized(auth2, "revoked token");
+    /* The first token is untouched. */
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    harness_response_done(&resp);
+
+    assert_int_equal(overlay_count(), overlays);
+}
+
+static void api_isolation(void **state)
+{
+    char uuid[UUID_LEN + 1], path[256];
+    HarnessResponse resp = {0};
+
+    create_instance(&it.a, "small", uuid);
+
+    /* B's token on A's paths: as if nothing were there. */
+    path_instances(path, sizeof(path), it.a.uuid);
+    request(it.b.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    request(it.b.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    request(it.b.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    request(it.b.auth, "DELETE", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+
+    /* A's instance through B's own path: indistinguishable from a missing one. */
+    path_instance(path, sizeof(path), it.b.uuid, uuid);
+    request(it.b.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    char *found_body = strdup(resp.body);
+    harness_response_done(&resp);
+    request(it.b.auth, "DELETE", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    path_instance(path, sizeof(path), it.b.uuid, "00000000-0000-4000-8000-000000000000");
+    request(it.b.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    assert_string_equal(resp.body, found_body);
+    free(found_body);
+    harness_response_done(&resp);
+
+    /* A's instance is untouched. */
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "status"), "running");
+    harness_response_done(&resp);
+    char overlay[512];
+    overlay_path(overlay, sizeof(overlay), uuid);
+    assert_true(harness_file_exists(overlay));
+
+    cJSON *list = list_instances(&it.b);
+    assert_null(list_find(list, uuid));
+    cJSON_Delete(list);
+    list = list_instances(&it.a);
+    assert_non_null(list_find(list, uuid));
+    cJSON_Delete(list);
+
+    /* Only legbactl's per-org view shows it, under A. */
+    cJSON *json = NULL;
+    assert_int_equal(
+        harness_legbactl(it.data_dir, HARNESS_LIST("instance", "list", "--org", it.b.uuid), &json),
+        0);
+    const cJSON *item;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(json, "instances"))
+        assert_string_not_equal(json_string(item, "instance_uuid"), uuid);
+    cJSON_Delete(json);
+
+    delete_instance(&it.a, uuid);
+}
+
+/* A request with a JSON body that must fail with status and code. */
+static void assert_create_fails(const char *body, const char *content_type, int status,
+                                const char *code)
+{
+    char path[256], type[128];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+    snprintf(type, sizeof(type), "Content-Type: %s", content_type ? content_type : "");
+    const char *headers[] = {it.a.auth, content_type ? type : NULL, NULL};
+    int r = harness_http(it.legbad->port, "POST", path, headers, body, strlen(body), &resp);
+    assert_int_equal(r, 0);
+    if (resp.status != status)
+        print_error("request body was: %.200s\n", body);
+    assert_error(&resp, status, code);
+    harness_response_done(&resp);
+}
+
+static void assert_path_status(const char *method, const char *path, int status, const char *code)
+{
+    HarnessResponse resp = {0};
+    request(it.a.auth, method, path, NULL, &resp);
+    if (resp.status != status)
+        print_error("%s %s\n", method, path);
+    assert_error(&resp, status, code);
+    harness_response_done(&resp);
+}
+
+static void assert_method_not_allowed(const char *method, const char *path, const char *allow)
+{
+    HarnessResponse resp = {0};
+    request(it.a.auth, method, path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    if (resp.status != 405)
+        print_error("%s %s\n", method, path);
+    assert_error(&resp, 405, "method_not_allowed");
+    assert_header(&resp, "Allow", allow);
+    harness_response_done(&resp);
+}
+
+/* A body of exactly len bytes: a create of size "nope" padded with spaces. */
+static char *padded_body(size_t len)
+{
+    static const char json[] = "{\"image\":\"tiny\",\"size\":\"nope\"}";
+    char *body = malloc(len + 1);
+    assert_non_null(body);
+    memset(body, ' ', len);
+    memcpy(body, json, sizeof(json) - 1);
+    body[len] = '\0';
+    return body;
+}
+
+/* Overlay files when the bad-input tests began: none of them may add one. */
+static int overlays_before_bad_input = -1;
+
+static void api_bad_bodies(void **state)
+{
+    char path[256];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+    overlays_before_bad_input = overlay_count();
+
+    /* Bodies. */
+    assert_create_fails("{", "application/json", 400, "invalid_json");
+    assert_create_fails("", "application/json", 400, "invalid_json");
+    assert_create_fails("[\"tiny\",\"small\"]", "application/json", 400, "invalid_json");
+    assert_create_fails("{\"image\":\"tiny\",\"size\":\"small\"} {}", "application/json", 400,
+                        "invalid_json");
+    assert_create_fails("{\"image\":\"tiny\",\"image\":\"tiny\",\"size\":\"small\"}",
+                        "application/json", 400, "invalid_json");
+    assert_create_fails("{\"image\":1,\"size\":\"small\"}", "application/json", 400,
+                        "invalid_type");
+    assert_create_fails("{\"image\":\"tiny\",\"size\":null}", "application/json", 400,
+                        "invalid_type");
+    assert_create_fails("{\"image\":\"tiny\",\"size\":[\"small\"]}", "application/json", 400,
+                        "invalid_type");
+    assert_create_fails("{\"image\":\"tiny\",\"size\":\"small\",\"gpu\":true}", "application/json",
+                        400, "unknown_field");
+    assert_create_fails("{\"image\":\"tiny\"}", "application/json", 400, "missing_field");
+    assert_create_fails("{\"size\":\"small\"}", "application/json", 400, "missing_field");
+    assert_create_fails("{}", "application/json", 400, "missing_field");
+
+    /* Media types. */
+    assert_create_fails("{\"image\":\"tiny\",\"size\":\"small\"}", "text/plain", 415,
+                        "unsupported_media_type");
+    assert_create_fails("{\"image\":\"tiny\",\"size\":\"small\"}", NULL, 415,
+                        "unsupported_media_type");
+    assert_create_fails("{\"image\":\"tiny\",\"size\":\"small\"}", "application/jsonx", 415,
+                        "unsupported_media_type");
+
+    /* Body size: the limit itself is fine, one byte past it is not, however it is sent. */
+    const char *json_type[] = {it.a.auth, "Content-Type: application/json", NULL};
+    char *body = padded_body(BODY_LIMIT);
+    assert_int_equal(
+        harness_http(it.legbad->port, "POST", path, json_type, body, BODY_LIMIT, &resp), 0);
+    assert_error(&resp, 400, "invalid_size");
+    harness_response_done(&resp);
+    free(body);
+
+    body = padded_body(BODY_LIMIT + 1);
+    assert_int_equal(
+        harness_http(it.legbad->port, "POST", path, json_type, body, BODY_LIMIT + 1, &resp), 0);
+    assert_error(&resp, 413, "body_too_large");
+    harness_response_done(&resp);
+    free(body);
+
+    /* No length up front: the limit has to hold while the body streams in. */
+    body = padded_body(BODY_LIMIT + 4096);
+    assert_int_equal(harness_http_ex(it.legbad->port, "POST", path, json_type, body,
+                                     BODY_LIMIT + 4096, HARNESS_CL_CHUNKED, &resp),
+                     0);
+    assert_error(&resp, 413, "body_too_large");
+    harness_response_done(&resp);
+    free(body);
+
+    /* Chunked under the limit is an ordinary body. */
+    static const char small_json[] = "{\"image\":\"tiny\",\"size\":\"nope\"}";
+    assert_int_equal(harness_http_ex(it.legbad->port, "POST", path, json_type, small_json,
+                                     strlen(small_json), HARNESS_CL_CHUNKED, &resp),
+                     0);
+    assert_error(&resp, 400, "invalid_size");
+    harness_response_done(&resp);
+
+    /* A declared length over the limit is refused before the body is read. */
+    assert_int_equal(harness_http_ex(it.legbad->port, "POST", path, json_type, small_json,
+                                     strlen(small_json), 10 * 1024 * 1024, &resp),
+                     0);
+    assert_error(&resp, 413, "body_too_large");
+    harness_response_done(&resp);
+    assert_int_equal(harness_http_ex(it.legbad->port, "POST", path, json_type, small_json,
+                                     strlen(small_json), 99999999999999999LL, &resp),
+                     0);
+    assert_error(&resp, 413, "body_too_large");
+    harness_response_done(&resp);
+}
+
+static void api_bad_paths_and_methods(void **state)
+{
+    char path[256], one[256], other[300];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+
+    snprintf(other, sizeof(other), "/orgs/%s/api/instances", "not-a-uuid");
+    assert_path_status("GET", other, 400, "invalid_org_uuid");
+    snprintf(other, sizeof(other), "/orgs/%.35s/api/instances", it.a.uuid);
+    assert_path_status("GET", other, 400, "invalid_org_uuid");
+    snprintf(other, sizeof(other), "/orgs/%s/api/instances/%s", it.a.uuid, "not-a-uuid");
+    assert_path_status("GET", other, 400, "invalid_instance_uuid");
+    assert_path_status("DELETE", other, 400, "invalid_instance_uuid");
+    snprintf(other, sizeof(other), "/orgs/%s/api/instances/%s", it.a.uuid,
+             "00000000-0000-4000-8000-00000000000g");
+    assert_path_status("GET", other, 400, "invalid_instance_uuid");
+    /* Never decoded: an encoded NUL is part of the segment, which is then no UUID. */
+    snprintf(other, sizeof(other), "/orgs/%s%%00/api/instances", it.a.uuid);
+    assert_path_status("GET", other, 400, "invalid_org_uuid");
+
+    /* Each one is prefix + org A's uuid + suffix. */
+    static const char *const not_found[][2] = {
+        {"/", NULL},
+        {"/orgs", NULL},
+        {"/orgs/", NULL},
+        {"/api/instances", NULL},
+        {"/orgs/", ""},
+        {"/orgs/", "/api"},
+        {"/orgs/", "/api/instances/"},
+        {"/orgs/", "/api/instancesX"},
+        {"/orgs/", "/api/Instances"},
+        {"/orgs/", "/api/../api/instances"},
+        {"/orgs/", "/./api/instances"},
+        {"/orgs//", "/api/instances"},
+        {"//orgs/", "/api/instances"},
+        {"/orgs/", "/api//instances"},
+        {"/orgs/", "/api%2Finstances"},
+        {"/orgs/", "/api%2finstances"},
+        {"/orgs/", "/api/instances%00"},
+        {"/orgs/", "/api/instances%00/x"},
+        {"/orgs/", "/api/instances/00000000-0000-4000-8000-000000000000/console"},
+        {"/orgs/", "/api/instances/00000000-0000-4000-8000-000000000000/"},
+    };
+    /* All of them are tried, and every one that is not a 404 is reported. */
+    size_t wrong = 0;
+    for (size_t i = 0; i < sizeof(not_found) / sizeof(not_found[0]); i++) {
+        if (not_found[i][1])
+            snprintf(other, sizeof(other), "%s%s%s", not_found[i][0], it.a.uuid, not_found[i][1]);
+        else
+            snprintf(other, sizeof(other), "%s", not_found[i][0]);
+        request(it.a.auth, "GET", other, NULL, &resp);
+        const char *code = harness_error_code(&resp);
+        if (resp.status != 404 || !code || strcmp(code, "not_found") != 0) {
+            print_error("GET %s: HTTP %d %.300s (404 not_found expected)\n", other, resp.status,
+                        resp.body);
+            wrong++;
+        }
+        harness_response_done(&resp);
+    }
+    if (wrong)
+        fail_msg("%zu paths that are no route were answered as if they were", wrong);
+    /* A path longer than any route. */
+    char long_path[2100];
+    int n = snprintf(long_path, sizeof(long_path), "%s/", path);
+    memset(long_path + n, 'x', sizeof(long_path) - (size_t)n - 1);
+    long_path[sizeof(long_path) - 1] = '\0';
+    assert_path_status("GET", long_path, 404, "not_found");
+
+    /* Methods. */
+    path_instance(one, sizeof(one), it.a.uuid, "00000000-0000-4000-8000-000000000000");
+    assert_method_not_allowed("PUT", path, "GET, POST");
+    assert_method_not_allowed("PATCH", path, "GET, POST");
+    assert_method_not_allowed("DELETE", path, "GET, POST");
+    assert_method_not_allowed("POST", one, "GET, DELETE");
+    assert_method_not_allowed("PUT", one, "GET, DELETE");
+    assert_method_not_allowed("PATCH", one, "GET, DELETE");
+}
+
+static void api_bad_http(void **state)
+{
+    char path[256];
+    HarnessResponse resp = {0};
+    int n;
+    path_instances(path, sizeof(path), it.a.uuid);
+
+    /* Malformed HTTP: refused by the server, which keeps serving. */
+    static const char *const raw[] = {
+        "GARBAGE\r\n\r\n",
+        "GET /orgs HTTP/1.1\r\nConnection: close\r\n\r\n", /* no Host */
+        "GET / HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
+        int r = harness_http_raw(it.legbad->port, raw[i], strlen(raw[i]), &resp);
+        /* An immediate close is an acceptable answer to garbage too. */
+        if (r < 0)
+            print_message("raw request %zu: closed without an answer (accepted)\n", i);
+        if (r == 0 && (resp.status < 400 || resp.status > 505))
+            fail_response(__FILE__, __LINE__, &resp, "raw request %zu: a 4xx/5xx expected", i);
+        harness_response_done(&resp);
+    }
+    /* A header block past the server's memory limit. */
+    char *huge = malloc(48 * 1024);
+    assert_non_null(huge);
+    n = snprintf(huge, 64, "X-Filler: ");
+    memset(huge + n, 'a', 48 * 1024 - (size_t)n - 1);
+    huge[48 * 1024 - 1] = '\0';
+    const char *huge_headers[] = {it.a.auth, huge, NULL};
+    int r = harness_http(it.legbad->port, "GET", path, huge_headers, NULL, 0, &resp);
+    if (r == 0 && (resp.status < 400 || resp.status > 499))
+        fail_response(__FILE__, __LINE__, &resp, "oversized header block: a 4xx expected");
+    harness_response_done(&resp);
+    free(huge);
+}
+
+/* After all of that: still serving, and no failed request left a disk or a record behind. */
+static void api_survives_bad_input(void **state)
+{
+    char uuid[UUID_LEN + 1];
+    int before = overlay_count();
+    create_instance(&it.a, "medium", uuid);
+    assert_int_equal(overlay_count(), before + 1);
+    delete_instance(&it.a, uuid);
+
+    int live = list_total(&it.a) + list_total(&it.b);
+    assert_int_equal(overlay_count(), live);
+    if (overlays_before_bad_input >= 0)
+        assert_int_equal(overlay_count(), overlays_before_bad_input);
+    /* Not even a record in a state clients cannot see. */
+    cJSON *json = NULL;
+    assert_int_equal(harness_legbactl(it.data_dir, HARNESS_LIST("instance", "list"), &json), 0);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(json, "instances")), live);
+    cJSON_Delete(json);
+}
+
+/*
+ * What a client puts in a URL must not become lines of its own in the
+ * log, or anyone who can reach the port (no token needed) can forge
+ * entries for whoever reads it.
+ */
+static void api_log_lines(void **state)
+{
+    static const char marker[] = "legba-forged-entry";
+    HarnessResponse resp = {0};
+    request(NULL, "GET", "/orgs/%0Alegba-forged-entry%0D%0Alegba-forged-entry", NULL, &resp);
+    assert_error(&resp, 401, "unauthorized");
+    harness_response_done(&resp);
+
+    /* The access line is written after the answer is sent: give it a moment. */
+    for (int i = 0; i < 200 && !harness_log_contains(it.legbad->log_path, marker); i++)
+        usleep(10 * 1000);
+    assert_true(harness_log_contains(it.legbad->log_path, marker));
+    if (harness_log_contains(it.legbad->log_path, "\nlegba-forged-entry") ||
+        harness_log_contains(it.legbad->log_path, "\rlegba-forged-entry"))
+        fail_msg("a percent-encoded CR/LF in the URL started a new line in %s",
+                 it.legbad->log_path);
+}
+
+static void api_restart_reconcile(void **state)
+{
+    char a1[UUID_LEN + 1], a2[UUID_LEN + 1], b1[UUID_LEN + 1];
+    char path[256], needle[128];
+    HarnessResponse resp = {0};
+
+    create_instance(&it.a, "small", a1);
+    create_instance(&it.a, "large", a2);
+    create_instance(&it.b, "medium", b1);
+    cJSON *lists[2] = {list_instances(&it.a), list_instances(&it.b)};
+    const Org *orgs[2] = {&it.a, &it.b};
+    assert_string_equal(json_string(list_find(lists[0], a1), "status"), "running");
+    assert_string_equal(json_string(list_find(lists[0], a2), "status"), "running");
+    assert_string_equal(json_string(list_find(lists[1], b1), "status"), "running");
+
+    int status = harness_legbad_stop(it.legbad);
+    if (status != 0)
+        harness_dump_file(it.legbad->log_path);
+    assert_int_equal(status, 0);
+    harness_legbad_free(it.legbad);
+    it.legbad = NULL;
+    /* Stopping legbad leaves the records and the disks alone. */
+    assert_true(legbactl_has_instance(a1));
+    assert_int_equal(overlay_count(),
+                     cJSON_GetArraySize(cJSON_GetObjectItem(lists[0], "instances")) +
+                         cJSON_GetArraySize(cJSON_GetObjectItem(lists[1], "instances")));
+
+    assert_int_equal(start_legbad("legbad-restart.log"), 0);
+    const char *log = it.legbad->log_path;
+    if (!harness_log_contains(log, "reconcile"))
+        harness_dump_file(log);
+    assert_true(harness_log_contains(log, "reconcile"));
+
+    /* The fake driver forgot every domain: whatever ran is stopped now, and says so. */
+    for (size_t o = 0; o < 2; o++) {
+        cJSON *after = list_instances(orgs[o]);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(after, "instances")),
+                         cJSON_GetArraySize(cJSON_GetObjectItem(lists[o], "instances")));
+        const cJSON *item;
+        cJSON_ArrayForEach(item, cJSON_GetObjectItem(lists[o], "instances"))
+        {
+            const char *uuid = json_string(item, "instance_uuid");
+            const cJSON *now = list_find(after, uuid);
+            assert_non_null(now);
+            assert_string_equal(json_string(now, "status"), "stopped");
+            /* Everything else about it is as it was. */
+            assert_string_equal(json_string(now, "created_at"), json_string(item, "created_at"));
+            assert_string_equal(json_string(now, "size"), json_string(item, "size"));
+            /* Each one that was running is named in the log; a stopped one had nothing to fix. */
+            snprintf(needle, sizeof(needle), "reconcile: instance %s", uuid);
+            bool was_running = strcmp(json_string(item, "status"), "running") == 0;
+            if (was_running && !harness_log_contains(log, needle)) {
+                harness_dump_file(log);
+                fail_msg("the log does not mention %s", needle);
+            }
+
+            path_instance(path, sizeof(path), orgs[o]->uuid, uuid);
+            request(orgs[o]->auth, "GET", path, NULL, &resp);
+            assert_status(&resp, 200);
+            assert_string_equal(json_string(resp.json, "status"), "stopped");
+            harness_response_done(&resp);
+        }
+        cJSON_Delete(after);
+    }
+    assert_true(harness_log_contains(log, "now stopped"));
+
+    /* A stopped instance can be deleted, disk and all. */
+    for (size_t o = 0; o < 2; o++) {
+        const cJSON *item;
+        cJSON_ArrayForEach(item, cJSON_GetObjectItem(lists[o], "instances"))
+        {
+            const char *uuid = json_string(item, "instance_uuid");
+            delete_instance(orgs[o], uuid);
+            path_instance(path, sizeof(path), orgs[o]->uuid, uuid);
+            request(orgs[o]->auth, "GET", path, NULL, &resp);
+            assert_error(&resp, 404, "not_found");
+            harness_response_done(&resp);
+            assert_false(legbactl_has_instance(uuid));
+        }
+        cJSON_Delete(lists[o]);
+    }
+    assert_int_equal(list_total(&it.a), 0);
+    assert_int_equal(list_total(&it.b), 0);
+    assert_int_equal(overlay_count(), 0);
+}
+
+/* ---- concurrency ---- */
+
+#define WORKERS 8
+#define PER_WORKER 3
+
+typedef struct {
+    int index;
+    int created;
+    int deleted;
+    char error[512]; /* first failure, "" when none */
+} Worker;
+
+static void worker_fail(Worker *w, const char *what, const HarnessResponse *resp, int r)
+{
+    if (w->error[0])
+        return;
+    if (resp && r == 0)
+        snprintf(w->error, sizeof(w->error), "worker %d: %s: HTTP %d %.300s", w->index, what,
+                 resp->status, resp->body ? resp->body : "");
+    else
+        snprintf(w->error, sizeof(w->error), "worker %d: %s: %s", w->index, what, strerror(-r));
+}
+
+/* No cmocka in here (its failures longjmp): problems are written to w->error. */
+static void *worker_run(void *arg)
+{
+    Worker *w = arg;
+    char uuids[PER_WORKER][UUID_LEN + 1] = {{0}};
+    const Org *orgs[PER_WORKER];
+    char path[256];
+
+    for (int i = 0; i < PER_WORKER; i++) {
+        const Org *org = (w->index + i) % 2 ? &it.b : &it.a;
+        orgs[i] = org;
+        HarnessResponse resp = {0};
+        path_instances(path, sizeof(path), org->uuid);
+        int r =
+            send_request(org->auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+        const char *uuid = json_string(resp.json, "instance_uuid");
+        if (r < 0 || resp.status != 201 || !uuid || strlen(uuid) != UUID_LEN) {
+            worker_fail(w, "create", &resp, r);
+        } else {
+            snprintf(uuids[i], sizeof(uuids[i]), "%s", uuid);
+            w->created++;
+        }
+        harness_response_done(&resp);
+    }
+    for (int i = 0; i < PER_WORKER; i++) {
+        if (!uuids[i][0])
+            continue;
+        HarnessResponse resp = {0};
+        path_instance(path, sizeof(path), orgs[i]->uuid, uuids[i]);
+        int r = send_request(orgs[i]->auth, "GET", path, NULL, &resp);
+        if (r < 0 || resp.status != 200)
+            worker_fail(w, "get", &resp, r);
+        harness_response_done(&resp);
+        r = send_request(orgs[i]->auth, "DELETE", path, NULL, &resp);
+        if (r < 0 || resp.status != 204)
+            worker_fail(w, "delete", &resp, r);
+        else
+            w->deleted++;
+        harness_response_done(&resp);
+    }
+    return NULL;
+}
+
+static void api_concurrent(void **state)
+{
+    pthread_t threads[WORKERS];
+    Worker workers[WORKERS];
+    for (int i = 0; i < WORKERS; i++) {
+        workers[i] = (Worker){.index = i};
+        assert_int_equal(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
+    }
+    for (int i = 0; i < WORKERS; i++)
+        pthread_join(threads[i], NULL);
+    bool failed = false;
+    for (int i = 0; i < WORKERS; i++) {
+        if (workers[i].error[0]) {
+            print_error("%s\n", workers[i].error);
+            failed = true;
+        }
+    }
+    if (failed)
+        harness_dump_file(it.legbad->log_path);
+    assert_false(failed);
+    for (int i = 0; i < WORKERS; i++) {
+        assert_int_equal(workers[i].created, PER_WORKER);
+        assert_int_equal(workers[i].deleted, PER_WORKER);
+    }
+
+    assert_int_equal(list_total(&it.a), 0);
+    assert_int_equal(list_total(&it.b), 0);
+    assert_int_equal(overlay_count(), 0);
+    cJSON *json = NULL;
+    assert_int_equal(harness_legbactl(it.data_dir, HARNESS_LIST("instance", "list"), &json), 0);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(json, "instances")), 0);
+    cJSON_Delete(json);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(api_create_get_delete, revive_legbad),
+        cmocka_unit_test_setup(api_sizes_and_images, revive_legbad),
+        cmocka_unit_test_setup(api_auth, revive_legbad),
+        cmocka_unit_test_setup(api_isolation, revive_legbad),
+        cmocka_unit_test_setup(api_bad_bodies, revive_legbad),
+        cmocka_unit_test_setup(api_bad_paths_and_methods, revive_legbad),
+        cmocka_unit_test_setup(api_bad_http, revive_legbad),
+        cmocka_unit_test_setup(api_log_lines, revive_legbad),
+        cmocka_unit_test_setup(api_survives_bad_input, revive_legbad),
+        cmocka_unit_test_setup(api_restart_reconcile, revive_legbad),
+        cmocka_unit_test_setup(api_concurrent, revive_legbad),
+    };
+    return cmocka_run_group_tests_name("it_api", tests, group_setup, group_teardown);
+}
