@@ -139,8 +139,7 @@ static void create_rollback(Api *api, const StoreInstance *instance, const char 
                   strerror(-r));
     r = store_instance_delete(api->store, instance->uuid);
     if (r < 0)
-        log_error("instance %s: rollback: cannot delete record: %s", instance->uuid,
-                  strerror(-r));
+        log_error("instance %s: rollback: cannot delete record: %s", instance->uuid, strerror(-r));
 }
 
 static void instances_create(Api *api, const char *org_uuid, const HttpRequest *request,
@@ -214,20 +213,19 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     if (r >= 0)
         r = virt_domain_start(api->virt, xml, &why);
     if (r < 0) {
-        log_error("instance %s: cannot start domain: %s", instance.uuid,
-                  why ? why : strerror(-r));
+        log_error("instance %s: cannot start domain: %s", instance.uuid, why ? why : strerror(-r));
         create_rollback(api, &instance, overlay);
         http_response_error(response, 500, "start_failed",
                             "the virtual machine could not be started; see the server log");
         goto cleanup;
     }
 
-    r = store_instance_transition(api->store, instance.uuid, INSTANCE_CREATING,
-                                  INSTANCE_RUNNING, NULL);
+    r = store_instance_transition(api->store, instance.uuid, INSTANCE_CREATING, INSTANCE_RUNNING,
+                                  NULL);
     if (r == -ESTALE) {
         /* A stop event already landed; the record says what happened. */
-        r = store_instance_transition(api->store, instance.uuid, INSTANCE_STOPPED,
-                                      INSTANCE_STOPPED, NULL);
+        r = store_instance_transition(api->store, instance.uuid, INSTANCE_STOPPED, INSTANCE_STOPPED,
+                                      NULL);
     }
     if (r < 0 || store_instance_get(api->store, instance.uuid, &instance) < 0) {
         log_error("instance %s: cannot record the running domain", instance.uuid);
@@ -284,8 +282,8 @@ static int find_instance(Api *api, const Route *route, StoreInstance *ret_instan
 {
     StoreInstance instance;
     int r = store_instance_get(api->store, route->instance_uuid, &instance);
-    if (r == -ENOENT || (r == 0 && (strcmp(instance.org_uuid, route->org_uuid) != 0 ||
-                                    !visible(&instance)))) {
+    if (r == -ENOENT ||
+        (r == 0 && (strcmp(instance.org_uuid, route->org_uuid) != 0 || !visible(&instance)))) {
         not_found(response);
         return -ENOENT;
     }
@@ -310,8 +308,8 @@ static void instance_delete(Api *api, const Route *route, HttpResponse *response
     StoreInstance instance;
     if (find_instance(api, route, &instance, response) < 0)
         return;
-    int r = store_instance_transition(api->store, instance.uuid, instance.state,
-                                      INSTANCE_DELETING, NULL);
+    int r = store_instance_transition(api->store, instance.uuid, instance.state, INSTANCE_DELETING,
+                                      NULL);
     if (r == -ESTALE || r == -ENOENT) {
         /* Another request changed it first (most likely a concurrent delete). */
         not_found(response);
@@ -325,8 +323,7 @@ static void instance_delete(Api *api, const Route *route, HttpResponse *response
     _cleanup_free_ char *why = NULL;
     r = virt_domain_remove(api->virt, instance.uuid, &why);
     if (r < 0 && r != -ENOENT) {
-        log_error("instance %s: cannot remove domain: %s", instance.uuid,
-                  why ? why : strerror(-r));
+        log_error("instance %s: cannot remove domain: %s", instance.uuid, why ? why : strerror(-r));
         /* The domain is still there: give the instance back so the client can retry. */
         store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING, instance.state,
                                   NULL);
@@ -368,8 +365,7 @@ static int authenticate(Api *api, const HttpRequest *request, char ret_org[UUID_
 
     if (auth_bearer_parse(request->authorization, &token, &len) < 0 ||
         auth_token_hash(token, len, hash) < 0 ||
-        store_token_lookup(api->store, hash, &stored) < 0 ||
-        !auth_hash_equal(hash, stored.hash)) {
+        store_token_lookup(api->store, hash, &stored) < 0 || !auth_hash_equal(hash, stored.hash)) {
         response->www_authenticate = true;
         http_response_error(response, 401, "unauthorized",
                             "a valid 'Authorization: Bearer <token>' header is required");
@@ -392,8 +388,7 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
     case ROUTE_OK:
         break;
     case ROUTE_BAD_ORG_UUID:
-        http_response_error(response, 400, "invalid_org_uuid",
-                            "the org in the path is not a UUID");
+        http_response_error(response, 400, "invalid_org_uuid", "the org in the path is not a UUID");
         return;
     case ROUTE_BAD_INSTANCE_UUID:
         http_response_error(response, 400, "invalid_instance_uuid",

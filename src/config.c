@@ -85,19 +85,6 @@ static const char *string_value(const Config *config, size_t offset)
     return *(char *const *)((const char *)config + offset);
 }
 
-static __attribute__((format(printf, 2, 3))) void set_error(char **ret_error, const char *fmt, ...)
-{
-    if (!ret_error)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
-    va_end(ap);
-    *ret_error = msg;
-}
-
 const char *accel_mode_to_string(AccelMode mode)
 {
     if ((size_t)mode >= ARRAY_SIZE(accel_names))
@@ -364,17 +351,19 @@ int config_set(Config *config, const char *key, const char *value, char **ret_er
                 strcat(known, ", ");
             strcat(known, config_keys[i].key);
         }
-        set_error(ret_error, "unknown key '%.*s'; known keys: %s", CONFIG_QUOTE_MAX, key, known);
+        util_set_error(ret_error, 0, "unknown key '%.*s'; known keys: %s", CONFIG_QUOTE_MAX, key,
+                       known);
         return -EINVAL;
     }
 
     if (strlen(value) > CONFIG_VALUE_MAX) {
-        set_error(ret_error, "%s: value longer than %d bytes; expected %s", k->key,
-                  CONFIG_VALUE_MAX, k->doc);
+        util_set_error(ret_error, 0, "%s: value longer than %d bytes; expected %s", k->key,
+                       CONFIG_VALUE_MAX, k->doc);
         return -EINVAL;
     }
     if (has_control_chars(value)) {
-        set_error(ret_error, "%s: value contains control characters; expected %s", k->key, k->doc);
+        util_set_error(ret_error, 0, "%s: value contains control characters; expected %s", k->key,
+                       k->doc);
         return -EINVAL;
     }
 
@@ -382,8 +371,9 @@ int config_set(Config *config, const char *key, const char *value, char **ret_er
     if (r == -ENOMEM)
         return r;
     if (r < 0) {
-        set_error(ret_error, "%s: invalid value '%.*s%s'; expected %s", k->key, CONFIG_QUOTE_MAX,
-                  value, strlen(value) > CONFIG_QUOTE_MAX ? "..." : "", k->doc);
+        util_set_error(ret_error, 0, "%s: invalid value '%.*s%s'; expected %s", k->key,
+                       CONFIG_QUOTE_MAX, value, strlen(value) > CONFIG_QUOTE_MAX ? "..." : "",
+                       k->doc);
         return -EINVAL;
     }
     return 0;
@@ -412,15 +402,15 @@ int config_load_file(Config *config, const char *path, char **ret_error)
     if (r == -ENOMEM)
         return r;
     if (r == -EFBIG) {
-        set_error(ret_error, "%s: file is larger than %d bytes", path, CONFIG_FILE_MAX);
+        util_set_error(ret_error, 0, "%s: file is larger than %d bytes", path, CONFIG_FILE_MAX);
         return r;
     }
     if (r == -EINVAL) {
-        set_error(ret_error, "%s: not a regular file", path);
+        util_set_error(ret_error, 0, "%s: not a regular file", path);
         return r;
     }
     if (r < 0) {
-        set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
+        util_set_error(ret_error, 0, "%s: cannot read: %s", path, strerror(-r));
         return r;
     }
 
@@ -438,12 +428,13 @@ int config_load_file(Config *config, const char *path, char **ret_error)
             *nl = '\0';
 
         if (line_len > CONFIG_LINE_MAX) {
-            set_error(ret_error, "%s:%u: line longer than %d bytes", path, lineno, CONFIG_LINE_MAX);
+            util_set_error(ret_error, 0, "%s:%u: line longer than %d bytes", path, lineno,
+                           CONFIG_LINE_MAX);
             r = -EINVAL;
             goto cleanup;
         }
         if (strlen(line) != line_len) {
-            set_error(ret_error, "%s:%u: NUL byte in line", path, lineno);
+            util_set_error(ret_error, 0, "%s:%u: NUL byte in line", path, lineno);
             r = -EINVAL;
             goto cleanup;
         }
@@ -455,7 +446,7 @@ int config_load_file(Config *config, const char *path, char **ret_error)
 
         char *eq = strchr(s, '=');
         if (!eq) {
-            set_error(ret_error, "%s:%u: expected 'key = value'", path, lineno);
+            util_set_error(ret_error, 0, "%s:%u: expected 'key = value'", path, lineno);
             r = -EINVAL;
             goto cleanup;
         }
@@ -464,7 +455,7 @@ int config_load_file(Config *config, const char *path, char **ret_error)
         r = config_set(&c, trim(s), trim(eq + 1), &msg);
         if (r < 0) {
             if (r == -EINVAL)
-                set_error(ret_error, "%s:%u: %s", path, lineno, msg ? msg : "invalid line");
+                util_set_error(ret_error, 0, "%s:%u: %s", path, lineno, msg ? msg : "invalid line");
             goto cleanup;
         }
     }

@@ -33,22 +33,6 @@ static const char *errno_text(int e)
     return text ? text : "unknown error";
 }
 
-static int disk_error(char **ret_error, int r, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int disk_error(char **ret_error, int r, const char *fmt, ...)
-{
-    if (!ret_error)
-        return r;
-    char *msg;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&msg, fmt, ap);
-    va_end(ap);
-    if (n >= 0)
-        *ret_error = msg;
-    return r;
-}
-
 char *disk_overlay_path(const char *data_dir, const char *instance_uuid)
 {
     char *path;
@@ -141,14 +125,14 @@ int disk_overlay_create(const char *base, const char *base_format, const char *o
         return -EINVAL;
     /* The overlay records -F, so qemu never probes the base; only formats we mean are allowed. */
     if (strcmp(base_format, "qcow2") != 0 && strcmp(base_format, "raw") != 0)
-        return disk_error(ret_error, -EINVAL, "base disk format must be qcow2 or raw");
+        return util_set_error(ret_error, -EINVAL, "base disk format must be qcow2 or raw");
     /*
      * Absolute paths only: qemu-img reads a relative backing path against
      * the overlay's directory, and a name with ':' before any '/' as a
      * protocol ("nbd:…").
      */
     if (base[0] != '/' || overlay[0] != '/')
-        return disk_error(ret_error, -EINVAL, "disk paths must be absolute");
+        return util_set_error(ret_error, -EINVAL, "disk paths must be absolute");
 
     /*
      * qemu-img create silently replaces an existing file, so the name is
@@ -158,7 +142,7 @@ int disk_overlay_create(const char *base, const char *base_format, const char *o
     int fd = open(overlay, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         int r = -errno;
-        return disk_error(ret_error, r, "cannot create %s: %s", overlay, errno_text(-r));
+        return util_set_error(ret_error, r, "cannot create %s: %s", overlay, errno_text(-r));
     }
     close(fd);
 
@@ -172,12 +156,12 @@ int disk_overlay_create(const char *base, const char *base_format, const char *o
 
     unlink(overlay);
     if (status < 0)
-        return disk_error(ret_error, status, "cannot run qemu-img: %s", errno_text(-status));
+        return util_set_error(ret_error, status, "cannot run qemu-img: %s", errno_text(-status));
     if (output)
         trim_trailing_space(output);
     if (output && output[0])
-        return disk_error(ret_error, -EIO, "%s", output);
-    return disk_error(ret_error, -EIO, "qemu-img create failed with exit status %d", status);
+        return util_set_error(ret_error, -EIO, "%s", output);
+    return util_set_error(ret_error, -EIO, "qemu-img create failed with exit status %d", status);
 }
 
 int disk_overlay_remove(const char *overlay)

@@ -42,8 +42,8 @@ int http_response_json(HttpResponse *response, unsigned status, cJSON *json)
     return 0;
 }
 
-void http_response_error(HttpResponse *response, unsigned status, const char *code,
-                         const char *fmt, ...)
+void http_response_error(HttpResponse *response, unsigned status, const char *code, const char *fmt,
+                         ...)
 {
     char message[512];
     va_list ap;
@@ -69,8 +69,8 @@ static void remote_address(struct MHD_Connection *connection, char *buf, size_t 
     if (!info || !info->client_addr)
         return;
     const struct sockaddr *sa = info->client_addr;
-    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
+    socklen_t len =
+        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     getnameinfo(sa, len, buf, (socklen_t)size, NULL, 0, NI_NUMERICHOST);
 }
 
@@ -78,8 +78,8 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResp
 {
     struct MHD_Response *response;
     if (out->body)
-        response = MHD_create_response_from_buffer(strlen(out->body), out->body,
-                                                   MHD_RESPMEM_MUST_FREE);
+        response =
+            MHD_create_response_from_buffer(strlen(out->body), out->body, MHD_RESPMEM_MUST_FREE);
     else
         response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!response) {
@@ -176,9 +176,8 @@ static enum MHD_Result finish(HttpServer *server, struct MHD_Connection *connect
  * answer. A body past the limit is drained, not stored, and answered 413.
  */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     HttpServer *server = cls;
     RequestState *state = *con_cls;
@@ -271,10 +270,8 @@ int http_server_start(const HttpServerOptions *options, HttpHandler handler, voi
     snprintf(port, sizeof(port), "%u", options->port);
     int r = getaddrinfo(options->address, port, &hints, &ai);
     if (r != 0) {
-        if (ret_error && asprintf(ret_error, "listen address '%s': %s", options->address,
-                                  gai_strerror(r)) < 0)
-            *ret_error = NULL;
-        return -EINVAL;
+        return util_set_error(ret_error, -EINVAL, "listen address '%s': %s", options->address,
+                              gai_strerror(r));
     }
 
     _cleanup_free_ HttpServer *server = calloc(1, sizeof(*server));
@@ -291,19 +288,16 @@ int http_server_start(const HttpServerOptions *options, HttpHandler handler, voi
         flags |= MHD_USE_IPv6;
     server->daemon = MHD_start_daemon(
         flags, options->port, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
-        options->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        options->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        options->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
-        MHD_OPTION_END);
+        on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK,
+        keep_escaped, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, options->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        options->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, options->connection_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024, MHD_OPTION_END);
     int saved_errno = errno;
     freeaddrinfo(ai);
     if (!server->daemon) {
-        if (ret_error && asprintf(ret_error, "cannot listen on %s:%u: %s", options->address,
-                                  options->port, strerror(saved_errno)) < 0)
-            *ret_error = NULL;
-        return -EADDRNOTAVAIL;
+        return util_set_error(ret_error, -EADDRNOTAVAIL, "cannot listen on %s:%u: %s",
+                              options->address, options->port, strerror(saved_errno));
     }
 
     const union MHD_DaemonInfo *info =

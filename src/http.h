@@ -18,7 +18,7 @@ typedef struct HttpServer HttpServer;
 
 typedef struct {
     const char *method;
-    const char *path; /* as sent, never percent-decoded; without the query */
+    const char *path;          /* as sent, never percent-decoded; without the query */
     const char *content_type;  /* NULL when absent */
     const char *authorization; /* NULL when absent */
     const char *body;          /* NUL-terminated; "" when none */
@@ -54,5 +54,5 @@ uint16_t http_server_port(const HttpServer *server);
 /* Sets status and body from json (consumed). -ENOMEM leaves a bare 500. */
 int http_response_json(HttpResponse *response, unsigned status, cJSON *json);
 /* {"error":{"code":code,"message":…}} with status. */
-void http_response_error(HttpResponse *response, unsigned status, const char *code,
-                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void http_response_error(HttpResponse *response, unsigned status, const char *code, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));

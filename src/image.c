@@ -99,28 +99,9 @@ void image_free(Image *image)
     free(image);
 }
 
-/* Every manifest error reads "manifest.json: <reason>"; -EINVAL, or -ENOMEM if even that fails. */
-static int manifest_error(char **ret_error, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int manifest_error(char **ret_error, const char *fmt, ...)
-{
-    if (!ret_error)
-        return -EINVAL;
-    _cleanup_free_ char *reason = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vasprintf(&reason, fmt, ap);
-    va_end(ap);
-    if (r < 0) {
-        reason = NULL;
-        return -ENOMEM;
-    }
-    char *msg;
-    if (asprintf(&msg, "manifest.json: %s", reason) < 0)
-        return -ENOMEM;
-    *ret_error = msg;
-    return -EINVAL;
-}
+/* Every manifest error reads "manifest.json: <reason>" and is -EINVAL. */
+#define manifest_error(ret_error, fmt, ...)                                                        \
+    util_set_error(ret_error, -EINVAL, "manifest.json: " fmt, ##__VA_ARGS__)
 
 /* A JSON null counts as absent, so a writer may spell "no initrd" either way. */
 static const cJSON *manifest_field(const cJSON *root, const char *key)

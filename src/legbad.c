@@ -48,10 +48,9 @@ static const struct {
     const char *flag;
     const char *key;
 } flag_keys[] = {
-    {"listen", "listen"},           {"libvirt-uri", "libvirt_uri"},
-    {"data-dir", "data_dir"},       {"images-dir", "images_dir"},
-    {"domains-dir", "domains_dir"}, {"accel", "accel"},
-    {"public-url", "public_url"},   {"log-level", "log_level"},
+    {"listen", "listen"},         {"libvirt-uri", "libvirt_uri"}, {"data-dir", "data_dir"},
+    {"images-dir", "images_dir"}, {"domains-dir", "domains_dir"}, {"accel", "accel"},
+    {"public-url", "public_url"}, {"log-level", "log_level"},
 };
 
 enum { OPT_VERSION = 256, OPT_KEY_BASE = 512 };
@@ -64,8 +63,8 @@ static int parse_args(int argc, char **argv, Config *config)
     options[n++] = (struct option){"help", no_argument, NULL, 'h'};
     options[n++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
     for (size_t i = 0; i < ARRAY_SIZE(flag_keys); i++)
-        options[n++] = (struct option){flag_keys[i].flag, required_argument, NULL,
-                                       OPT_KEY_BASE + (int)i};
+        options[n++] =
+            (struct option){flag_keys[i].flag, required_argument, NULL, OPT_KEY_BASE + (int)i};
     options[n] = (struct option){0};
 
     /* First the config file, wherever it appears, so every flag can override it. */
@@ -92,8 +91,7 @@ static int parse_args(int argc, char **argv, Config *config)
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "legbad: unexpected argument '%s'\nTry 'legbad --help'.\n",
-                argv[optind]);
+        fprintf(stderr, "legbad: unexpected argument '%s'\nTry 'legbad --help'.\n", argv[optind]);
         return -EINVAL;
     }
     optind = 1;
@@ -205,11 +203,8 @@ int main(int argc, char **argv)
                  config.images_dir);
 
     static Api api;
-    api = (Api){.config = &config,
-                .store = store,
-                .images = images,
-                .templates = templates,
-                .kvm = kvm};
+    api = (Api){
+        .config = &config, .store = store, .images = images, .templates = templates, .kvm = kvm};
     r = virt_open(config.libvirt_uri, api_on_lifecycle, &api, &virt, &error);
     if (r < 0) {
         log_error("%s", error ? error : strerror(-r));

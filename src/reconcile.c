@@ -40,18 +40,17 @@ static const VirtDomain *find_domain(const VirtDomain *domains, size_t n, const 
     return NULL;
 }
 
-static void settle(Store *store, const StoreInstance *instance, InstanceState to,
-                   const char *why, unsigned *counter, ReconcileStats *stats)
+static void settle(Store *store, const StoreInstance *instance, InstanceState to, const char *why,
+                   unsigned *counter, ReconcileStats *stats)
 {
     int r = store_instance_transition(store, instance->uuid, instance->state, to, NULL);
     if (r < 0) {
-        log_error("reconcile: instance %s: cannot update record: %s", instance->uuid,
-                  strerror(-r));
+        log_error("reconcile: instance %s: cannot update record: %s", instance->uuid, strerror(-r));
         stats->failures++;
         return;
     }
-    log_warn("reconcile: instance %s (org %s): %s, now %s", instance->uuid, instance->org_uuid,
-             why, instance_state_to_string(to));
+    log_warn("reconcile: instance %s (org %s): %s, now %s", instance->uuid, instance->org_uuid, why,
+             instance_state_to_string(to));
     (*counter)++;
 }
 
@@ -106,8 +105,8 @@ int reconcile_run(Store *store, Virt *virt, const char *data_dir, ReconcileStats
             break;
         case INSTANCE_STOPPED:
             if (state == VIRT_DOMAIN_RUNNING)
-                settle(store, rec, INSTANCE_RUNNING, "its domain is running",
-                       &stats.marked_running, &stats);
+                settle(store, rec, INSTANCE_RUNNING, "its domain is running", &stats.marked_running,
+                       &stats);
             break;
         default:
             break;

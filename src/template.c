@@ -19,19 +19,6 @@ struct DomainTemplates {
     char *text[N_SIZES];
 };
 
-static __attribute__((format(printf, 2, 3))) void set_error(char **ret_error, const char *fmt, ...)
-{
-    if (!ret_error)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
-    va_end(ap);
-    *ret_error = msg;
-}
-
 /*
  * Length of the UTF-8 sequence at s, or 0 when it is not one that XML 1.0
  * can carry: malformed, overlong, a surrogate, beyond U+10FFFF, U+FFFE/U+FFFF,
@@ -191,7 +178,7 @@ static __attribute__((format(printf, 4, 5))) int syntax_error(char **ret_error, 
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    set_error(ret_error, "line %u, column %u (byte %zu): %s", line, column, offset, what);
+    util_set_error(ret_error, 0, "line %u, column %u (byte %zu): %s", line, column, offset, what);
     return -EINVAL;
 }
 
@@ -253,7 +240,7 @@ static int render(const char *tmpl, const TemplateVar *vars, size_t n_vars, bool
 {
     size_t len = strnlen(tmpl, TEMPLATE_MAX + 1);
     if (len > TEMPLATE_MAX) {
-        set_error(ret_error, "template is larger than %d bytes", TEMPLATE_MAX);
+        util_set_error(ret_error, 0, "template is larger than %d bytes", TEMPLATE_MAX);
         return -EFBIG;
     }
 
@@ -341,7 +328,7 @@ static int render(const char *tmpl, const TemplateVar *vars, size_t n_vars, bool
 
 fail:
     if (r == -EFBIG)
-        set_error(ret_error, "rendered template is larger than %d bytes", TEMPLATE_MAX);
+        util_set_error(ret_error, 0, "rendered template is larger than %d bytes", TEMPLATE_MAX);
     return r;
 }
 
@@ -385,7 +372,7 @@ int domain_templates_load(const char *domains_dir, DomainTemplates **ret_templat
                           char **ret_error)
 {
     if (!domains_dir || domains_dir[0] == '\0') {
-        set_error(ret_error, "no domain template directory given");
+        util_set_error(ret_error, 0, "no domain template directory given");
         return -EINVAL;
     }
 
@@ -405,16 +392,17 @@ int domain_templates_load(const char *domains_dir, DomainTemplates **ret_templat
         if (r == -ENOMEM)
             return r;
         if (r == -EFBIG) {
-            set_error(ret_error, "domain template %s is larger than %d bytes", path, TEMPLATE_MAX);
+            util_set_error(ret_error, 0, "domain template %s is larger than %d bytes", path,
+                           TEMPLATE_MAX);
             return r;
         }
         if (r < 0) {
-            set_error(ret_error, "cannot read domain template %s: %s", path,
-                      r == -EINVAL ? "not a regular file" : strerror(-r));
+            util_set_error(ret_error, 0, "cannot read domain template %s: %s", path,
+                           r == -EINVAL ? "not a regular file" : strerror(-r));
             return r;
         }
         if (strlen(t->text[i]) != len) {
-            set_error(ret_error, "domain template %s contains a NUL byte", path);
+            util_set_error(ret_error, 0, "domain template %s contains a NUL byte", path);
             return -EINVAL;
         }
 
@@ -423,7 +411,7 @@ int domain_templates_load(const char *domains_dir, DomainTemplates **ret_templat
         if (r == -ENOMEM)
             return r;
         if (r < 0) {
-            set_error(ret_error, "domain template %s: %s", path, msg ? msg : "invalid");
+            util_set_error(ret_error, 0, "domain template %s: %s", path, msg ? msg : "invalid");
             return r;
         }
     }

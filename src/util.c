@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -206,6 +207,18 @@ int util_read_file(const char *path, size_t max, char **ret_data, size_t *ret_le
     if (ret_len)
         *ret_len = len;
     return 0;
+}
+
+int util_set_error(char **ret_error, int r, const char *fmt, ...)
+{
+    if (!ret_error)
+        return r;
+    char *msg;
+    va_list ap;
+    va_start(ap, fmt);
+    *ret_error = vasprintf(&msg, fmt, ap) < 0 ? NULL : msg;
+    va_end(ap);
+    return r;
 }
 
 int util_strdup(const char *s, char **ret)

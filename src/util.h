@@ -64,5 +64,13 @@ int util_mkdir_p(const char *dir, unsigned mode);
 /* Reads a whole regular file of at most max bytes; NUL-terminated. 0 or -errno (-EFBIG). */
 int util_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len);
 
+/*
+ * When ret_error is not NULL, sets it to the formatted message (malloc'd;
+ * left NULL if even that fails). Returns r, so a caller can write
+ * `return util_set_error(ret_error, -EINVAL, "…", …);`.
+ */
+int util_set_error(char **ret_error, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* strdup that reports failure as -ENOMEM through the return value. */
 int util_strdup(const char *s, char **ret);

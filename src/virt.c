@@ -97,7 +97,7 @@ static VirtDomainState state_of(virDomainPtr dom)
     if (virDomainGetState(dom, &state, &reason, 0) < 0)
         return VIRT_DOMAIN_STOPPED;
     return state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_BLOCKED ? VIRT_DOMAIN_RUNNING
-                                                                       : VIRT_DOMAIN_STOPPED;
+                                                                      : VIRT_DOMAIN_STOPPED;
 }
 
 static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
@@ -182,9 +182,9 @@ int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt *
     if (strncmp(uri, "test:", 5) != 0 && virConnectSetKeepAlive(virt->conn, 5, 3) < 0)
         log_warn("libvirt: keepalive not enabled: %s", virGetLastErrorMessage());
     virConnectRegisterCloseCallback(virt->conn, on_close, virt, NULL);
-    virt->lifecycle_id = virConnectDomainEventRegisterAny(
-        virt->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle),
-        virt, NULL);
+    virt->lifecycle_id =
+        virConnectDomainEventRegisterAny(virt->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), virt, NULL);
     if (virt->lifecycle_id < 0)
         log_warn("libvirt: no lifecycle events: %s", virGetLastErrorMessage());
 
@@ -268,8 +268,7 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
         set_error(ret_error, "destroy domain");
         r = -EIO;
     }
-    if (r == 0 && undefine(dom) < 0 &&
-        !last_error_is_no_domain()) {
+    if (r == 0 && undefine(dom) < 0 && !last_error_is_no_domain()) {
         set_error(ret_error, "undefine domain");
         r = -EIO;
     }
@@ -325,7 +324,8 @@ int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, ch
     VirtDomain *out = calloc((size_t)n + 1, sizeof(*out));
     size_t count = 0;
     for (int i = 0; i < n; i++) {
-        if (out && instance_uuid_from_name(virDomainGetName(doms[i]), out[count].instance_uuid) == 0) {
+        if (out &&
+            instance_uuid_from_name(virDomainGetName(doms[i]), out[count].instance_uuid) == 0) {
             org_from_metadata(doms[i], out[count].org_uuid);
             out[count].state = state_of(doms[i]);
             count++;

@@ -30,8 +30,7 @@ typedef struct {
 } VirtDomain;
 
 /* Called from the event thread when one of our domains stops or starts. */
-typedef void (*VirtLifecycleFn)(void *userdata, const char *instance_uuid,
-                                VirtDomainState state);
+typedef void (*VirtLifecycleFn)(void *userdata, const char *instance_uuid, VirtDomainState state);
 
 /*
  * Decides KVM or TCG. auto picks KVM only when /dev/kvm is usable and the
@@ -57,5 +56,4 @@ int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *re
 /* Every domain named like ours; *ret_domains malloc'd. */
 int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, char **ret_error);
 /* A connected fd to the domain's VNC server, through libvirt (no listener on the host). */
-int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd,
-                             char **ret_error);
+int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd, char **ret_error);

@@ -74,7 +74,8 @@ static int group_setup(void **state)
     if (harness_legbactl(q.data_dir, HARNESS_LIST("org", "create", "qemu-test"), &json) != 0 ||
         !json)
         return -1;
-    snprintf(q.org, sizeof(q.org), "%s", cJSON_GetStringValue(cJSON_GetObjectItem(json, "org_uuid")));
+    snprintf(q.org, sizeof(q.org), "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItem(json, "org_uuid")));
     snprintf(q.auth, sizeof(q.auth), "Authorization: Bearer %s",
              cJSON_GetStringValue(cJSON_GetObjectItem(json, "token")));
     cJSON_Delete(json);

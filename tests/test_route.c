@@ -32,8 +32,7 @@ static void test_uppercase_uuid_is_normalised(void **state)
 {
     Route route;
     assert_int_equal(
-        route_match("/orgs/0B6F8C1E-3A5D-4E2F-9A7B-1C2D3E4F5A6B/api/instances", &route),
-        ROUTE_OK);
+        route_match("/orgs/0B6F8C1E-3A5D-4E2F-9A7B-1C2D3E4F5A6B/api/instances", &route), ROUTE_OK);
     assert_string_equal(route.org_uuid, ORG);
 }
 
@@ -44,8 +43,9 @@ static void test_bad_uuids(void **state)
     assert_int_equal(route_match("/orgs/" ORG "/api/instances/123", &route),
                      ROUTE_BAD_INSTANCE_UUID);
     assert_int_equal(route_match("/orgs/" ORG "x/api/instances", &route), ROUTE_BAD_ORG_UUID);
-    assert_int_equal(route_match("/orgs/0b6f8c1e3a5d4e2f9a7b1c2d3e4f5a6b0000/api/instances", &route),
-                     ROUTE_BAD_ORG_UUID);
+    assert_int_equal(
+        route_match("/orgs/0b6f8c1e3a5d4e2f9a7b1c2d3e4f5a6b0000/api/instances", &route),
+        ROUTE_BAD_ORG_UUID);
 }
 
 static void test_not_routes(void **state)
