@@ -1134,6 +1134,62 @@ static void api_concurrent(void **state)
     cJSON_Delete(json);
 }
 
+/*
+ * A config file sets legbad up; flags given beside it win. Here the file
+ * caps the host at two instances and asks for KVM, and --accel tcg
+ * overrides it. A broken file stops legbad before it serves anything.
+ */
+static void api_config_file(void **state)
+{
+    char conf[512], bad[512], path[256], uuids[2][UUID_LEN + 1];
+    HarnessResponse resp = {0};
+
+    assert_int_equal(harness_legbad_stop(it.legbad), 0);
+    harness_legbad_free(it.legbad);
+    it.legbad = NULL;
+
+    snprintf(conf, sizeof(conf), "%s/legbad.conf", it.dir);
+    FILE *f = fopen(conf, "we");
+    assert_non_null(f);
+    fprintf(f, "# capacity test\nmax_instances = 2\naccel = kvm\nlog_level = debug\n"
+               "libvirt_uri = test:///default\n");
+    fclose(f);
+    HarnessLegbadOptions options = {
+        .dir = it.dir,
+        .data_dir = it.data_dir,
+        .images_dir = it.images_dir,
+        .libvirt_uri = "test:///default",
+        .log_name = "legbad-config.log",
+        .extra_args = HARNESS_LIST("--config", conf, "--accel", "tcg"),
+    };
+    assert_int_equal(harness_legbad_start(&options, &it.legbad), 0);
+    assert_true(harness_log_contains(it.legbad->log_path, "accel tcg: requested by configuration"));
+
+    create_instance(&it.a, "small", uuids[0]);
+    create_instance(&it.b, "medium", uuids[1]);
+    path_instances(path, sizeof(path), it.a.uuid);
+    request(it.a.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 503, "capacity");
+    assert_non_null(harness_header(&resp, "Retry-After"));
+    harness_response_done(&resp);
+    assert_int_equal(overlay_count(), 2);
+    delete_instance(&it.a, uuids[0]);
+    delete_instance(&it.b, uuids[1]);
+    assert_int_equal(harness_legbad_stop(it.legbad), 0);
+    harness_legbad_free(it.legbad);
+    it.legbad = NULL;
+
+    /* An unknown key is refused with its file and line, and legbad never starts. */
+    snprintf(bad, sizeof(bad), "%s/bad.conf", it.dir);
+    f = fopen(bad, "we");
+    assert_non_null(f);
+    fprintf(f, "listen = 127.0.0.1:1\nmax_instanses = 3\n");
+    fclose(f);
+    char legbad[512];
+    snprintf(legbad, sizeof(legbad), "%s/legbad", harness_binary_dir());
+    assert_int_equal(harness_run(HARNESS_LIST(legbad, "--config", bad), NULL), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1148,6 +1204,7 @@ int main(void)
         cmocka_unit_test_setup(api_survives_bad_input, revive_legbad),
         cmocka_unit_test_setup(api_restart_reconcile, revive_legbad),
         cmocka_unit_test_setup(api_concurrent, revive_legbad),
+        cmocka_unit_test_setup(api_config_file, revive_legbad),
     };
     return cmocka_run_group_tests_name("it_api", tests, group_setup, group_teardown);
 }
