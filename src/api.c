@@ -102,7 +102,7 @@ static void size_names(char *buf, size_t size)
 }
 
 /* Renders the size's template for this instance; -errno, with *ret_error for the log. */
-static int render_domain(Api *api, const StoreInstance *instance, const Image *image,
+static int render_domain(const Api *api, const StoreInstance *instance, const Image *image,
                          const char *overlay, char **ret_xml, char **ret_error)
 {
     char name[VIRT_DOMAIN_NAME_LEN], created[UTIL_ISO8601_LEN];
@@ -111,6 +111,7 @@ static int render_domain(Api *api, const StoreInstance *instance, const Image *i
     bool kernel = image->boot == IMAGE_BOOT_KERNEL;
     const TemplateVar vars[] = {
         {"name", name},
+        {"install_id", api->install_id},
         {"uuid", instance->uuid},
         {"org_uuid", instance->org_uuid},
         {"image", instance->image},
@@ -128,6 +129,29 @@ static int render_domain(Api *api, const StoreInstance *instance, const Image *i
     if (!tmpl)
         return -EINVAL;
     return template_render(tmpl, vars, ARRAY_SIZE(vars), ret_xml, ret_error);
+}
+
+unsigned api_check_catalog(const Api *api)
+{
+    unsigned failures = 0;
+    StoreInstance probe = {.created_at = time(NULL)};
+    snprintf(probe.uuid, sizeof(probe.uuid), "00000000-0000-4000-8000-000000000000");
+    snprintf(probe.org_uuid, sizeof(probe.org_uuid), "%s", probe.uuid);
+    for (size_t i = 0; i < image_catalog_count(api->images); i++) {
+        const Image *image = image_catalog_get(api->images, i);
+        for (size_t s = 0; template_size_names[s]; s++) {
+            _cleanup_free_ char *xml = NULL, *why = NULL;
+            snprintf(probe.image, sizeof(probe.image), "%s", image->name);
+            snprintf(probe.size, sizeof(probe.size), "%s", template_size_names[s]);
+            int r = render_domain(api, &probe, image, "/probe.qcow2", &xml, &why);
+            if (r < 0) {
+                log_error("image %s does not fit size %s: %s", image->name, template_size_names[s],
+                          why ? why : strerror(-r));
+                failures++;
+            }
+        }
+    }
+    return failures;
 }
 
 /* Undo of a create that got as far as the record (and maybe the disk). */
@@ -221,13 +245,17 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     }
 
     r = store_instance_transition(api->store, instance.uuid, INSTANCE_CREATING, INSTANCE_RUNNING,
-                                  NULL);
-    if (r == -ESTALE) {
-        /* A stop event already landed; the record says what happened. */
-        r = store_instance_transition(api->store, instance.uuid, INSTANCE_STOPPED, INSTANCE_STOPPED,
-                                      NULL);
+                                  &instance);
+    if (r == 0) {
+        /* Events for a CREATING record are not applied; a guest that died meanwhile shows here. */
+        VirtDomainState now;
+        if (virt_domain_state(api->virt, instance.uuid, &now, NULL) == 0 &&
+            now != VIRT_DOMAIN_RUNNING &&
+            store_instance_transition(api->store, instance.uuid, INSTANCE_RUNNING, INSTANCE_STOPPED,
+                                      &instance) == 0)
+            log_warn("instance %s: stopped right after it started", instance.uuid);
     }
-    if (r < 0 || store_instance_get(api->store, instance.uuid, &instance) < 0) {
+    if (r < 0) {
         log_error("instance %s: cannot record the running domain", instance.uuid);
         virt_domain_remove(api->virt, instance.uuid, NULL);
         create_rollback(api, &instance, overlay);
@@ -308,10 +336,18 @@ static void instance_delete(Api *api, const Route *route, HttpResponse *response
     StoreInstance instance;
     if (find_instance(api, route, &instance, response) < 0)
         return;
-    int r = store_instance_transition(api->store, instance.uuid, instance.state, INSTANCE_DELETING,
-                                      NULL);
+    /* A lifecycle event may flip running/stopped under us; only a vanished record is a 404. */
+    int r;
+    for (unsigned attempt = 0;; attempt++) {
+        StoreInstance current;
+        r = store_instance_transition(api->store, instance.uuid, instance.state, INSTANCE_DELETING,
+                                      &current);
+        if (r != -ESTALE || !visible(&current) || attempt == 8)
+            break;
+        instance = current;
+    }
     if (r == -ESTALE || r == -ENOENT) {
-        /* Another request changed it first (most likely a concurrent delete). */
+        /* Another request got there first (most likely a concurrent delete). */
         not_found(response);
         return;
     }

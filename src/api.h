@@ -21,7 +21,15 @@ typedef struct {
     const ImageCatalog *images;
     const DomainTemplates *templates;
     bool kvm;
+    const char *install_id; /* written into every domain's metadata */
 } Api;
+
+/*
+ * Renders every image in every size once, so an image whose manifest does
+ * not fit the templates is reported at start, not at its first create.
+ * Returns how many combinations failed (each logged).
+ */
+unsigned api_check_catalog(const Api *api);
 
 /* HttpHandler for the whole API; userdata is an Api. */
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response);

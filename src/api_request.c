@@ -23,6 +23,16 @@ static int fail(ApiError *error, const char *code, const char *fmt, ...)
     return -EINVAL;
 }
 
+/* Only short printable ASCII is echoed back in a message: always valid UTF-8, never a surprise. */
+static bool printable_ascii(const char *s, size_t max)
+{
+    size_t i;
+    for (i = 0; s[i]; i++)
+        if (i == max || s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    return true;
+}
+
 bool api_content_type_is_json(const char *content_type)
 {
     static const char json[] = "application/json";
@@ -84,8 +94,10 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
             }
         }
         if (!known) {
-            r = fail(ret_error, "unknown_field", "unknown field '%.64s'; allowed: image, size",
-                     item->string);
+            r = printable_ascii(item->string, 64)
+                    ? fail(ret_error, "unknown_field", "unknown field '%s'; allowed: image, size",
+                           item->string)
+                    : fail(ret_error, "unknown_field", "unknown field; allowed: image, size");
             goto cleanup;
         }
     }

@@ -110,7 +110,8 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResp
     return r;
 }
 
-/* A client's path in the log: control bytes escaped, length capped, so no line can be forged. */
+/* A client's path (or method) in the log: control bytes escaped, length capped, so no line can be
+ * forged. */
 #define LOG_PATH_MAX 160
 static void printable_path(const char *path, char ret[4 * LOG_PATH_MAX + 4])
 {
@@ -163,9 +164,10 @@ static enum MHD_Result finish(HttpServer *server, struct MHD_Connection *connect
     unsigned status = out.status;
     enum MHD_Result r = send_response(connection, &out);
     free(out.location);
-    char shown[4 * LOG_PATH_MAX + 4];
+    char shown[4 * LOG_PATH_MAX + 4], shown_method[4 * LOG_PATH_MAX + 4];
     printable_path(url, shown);
-    log_info("%s %s %s -> %u (%.1f ms)", remote, method, shown, status,
+    printable_path(method, shown_method);
+    log_info("%s %s %s -> %u (%.1f ms)", remote, shown_method, shown, status,
              elapsed_ms(&state->started));
     return r;
 }

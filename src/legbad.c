@@ -14,6 +14,7 @@
 #include "disk.h"
 #include "http.h"
 #include "image.h"
+#include "install.h"
 #include "log.h"
 #include "reconcile.h"
 #include "store.h"
@@ -179,6 +180,13 @@ int main(int argc, char **argv)
                   r == -EBUSY ? "another legbad is running on it" : strerror(-r));
         goto out;
     }
+    char install_id[UUID_STR_LEN];
+    r = install_id_load(config.data_dir, install_id);
+    if (r < 0) {
+        log_error("cannot read %s/installation-id: %s", config.data_dir, strerror(-r));
+        goto out;
+    }
+    log_info("installation %s", install_id);
     r = store_open(config.data_dir, 0, &store);
     if (r < 0) {
         log_error("cannot open state in %s: %s", config.data_dir, strerror(-r));
@@ -203,8 +211,13 @@ int main(int argc, char **argv)
                  config.images_dir);
 
     static Api api;
-    api = (Api){
-        .config = &config, .store = store, .images = images, .templates = templates, .kvm = kvm};
+    api = (Api){.config = &config,
+                .store = store,
+                .images = images,
+                .templates = templates,
+                .kvm = kvm,
+                .install_id = install_id};
+    api_check_catalog(&api);
     r = virt_open(config.libvirt_uri, api_on_lifecycle, &api, &virt, &error);
     if (r < 0) {
         log_error("%s", error ? error : strerror(-r));
@@ -212,7 +225,7 @@ int main(int argc, char **argv)
     }
     api.virt = virt;
 
-    r = reconcile_run(store, virt, config.data_dir, NULL);
+    r = reconcile_run(store, virt, config.data_dir, install_id, NULL);
     if (r < 0)
         log_warn("reconcile left work undone; it is retried at the next start");
 

@@ -54,7 +54,8 @@ static void settle(Store *store, const StoreInstance *instance, InstanceState to
     (*counter)++;
 }
 
-int reconcile_run(Store *store, Virt *virt, const char *data_dir, ReconcileStats *ret_stats)
+int reconcile_run(Store *store, Virt *virt, const char *data_dir, const char *install_id,
+                  ReconcileStats *ret_stats)
 {
     ReconcileStats stats = {0};
     _cleanup_free_ StoreInstance *records = NULL;
@@ -123,6 +124,14 @@ int reconcile_run(Store *store, Virt *virt, const char *data_dir, ReconcileStats
             stats.failures++;
             continue;
         }
+        if (strcmp(dom->install_id, install_id) != 0) {
+            /* Another legbad's (or a test run's) domain on the same libvirt: not ours to judge. */
+            log_info("reconcile: domain %s%s belongs to installation %s, not this one: left alone",
+                     VIRT_DOMAIN_PREFIX, dom->instance_uuid,
+                     dom->install_id[0] ? dom->install_id : "(none recorded)");
+            stats.foreign_skipped++;
+            continue;
+        }
         if (remove_everything(store, virt, data_dir, dom->instance_uuid) < 0) {
             stats.failures++;
             continue;
@@ -133,9 +142,11 @@ int reconcile_run(Store *store, Virt *virt, const char *data_dir, ReconcileStats
     }
 
     log_info("reconcile: %zu records, %zu domains; %u creates undone, %u deletes finished, "
-             "%u marked stopped, %u marked running, %u orphans removed, %u failures",
+             "%u marked stopped, %u marked running, %u orphans removed, %u foreign left alone, "
+             "%u failures",
              n_records, n_domains, stats.creates_undone, stats.deletes_finished,
-             stats.marked_stopped, stats.marked_running, stats.orphans_removed, stats.failures);
+             stats.marked_stopped, stats.marked_running, stats.orphans_removed,
+             stats.foreign_skipped, stats.failures);
     if (ret_stats)
         *ret_stats = stats;
     return stats.failures ? -EIO : 0;

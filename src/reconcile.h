@@ -15,7 +15,10 @@ typedef struct {
     unsigned marked_stopped;
     unsigned marked_running;
     unsigned orphans_removed;
+    unsigned foreign_skipped;
     unsigned failures;
 } ReconcileStats;
 
-int reconcile_run(Store *store, Virt *virt, const char *data_dir, ReconcileStats *ret_stats);
+/* Domains whose metadata names another installation than install_id are left alone. */
+int reconcile_run(Store *store, Virt *virt, const char *data_dir, const char *install_id,
+                  ReconcileStats *ret_stats);

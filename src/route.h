@@ -1,6 +1,7 @@
 /*
  * The URL table: every route legbad answers, in one place (route.c).
- * Pure string work on the decoded path, so it is unit-tested without HTTP.
+ * Pure string work on the path as sent (never percent-decoded: an encoded
+ * path matches no route), so it is unit-tested without HTTP.
  */
 #pragma once
 

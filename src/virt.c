@@ -264,7 +264,13 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
         return -EIO;
     }
     int r = 0;
-    if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 && !last_error_is_no_domain()) {
+    int active = virDomainIsActive(dom);
+    if (active < 0 && !last_error_is_no_domain()) {
+        /* Undefining a domain of unknown state could leave it running, transient. */
+        set_error(ret_error, "query domain state");
+        r = -EIO;
+    } else if (active == 1 && virDomainDestroy(dom) < 0 && !last_error_is_no_domain() &&
+               virDomainIsActive(dom) != 0) {
         set_error(ret_error, "destroy domain");
         r = -EIO;
     }
@@ -293,22 +299,23 @@ int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *re
     return 0;
 }
 
-/* Reads org="…" out of our metadata element; leaves ret empty when absent. */
-static void org_from_metadata(virDomainPtr dom, char ret[UUID_STR_LEN])
+/* Reads NAME='<uuid>' out of our metadata element; ret is left empty when absent or malformed. */
+static void metadata_uuid(const char *meta, const char *name, char ret[UUID_STR_LEN])
 {
+    char needle[32];
     ret[0] = '\0';
-    _cleanup_free_ char *meta =
-        virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VIRT_METADATA_NS, 0);
-    if (!meta)
+    snprintf(needle, sizeof(needle), " %s=", name);
+    const char *p = meta ? strstr(meta, needle) : NULL;
+    if (!p)
         return;
-    const char *p = strstr(meta, " org=");
-    if (!p || (p[5] != '"' && p[5] != '\''))
+    p += strlen(needle);
+    if (*p != '"' && *p != '\'')
         return;
     char value[UUID_STR_LEN];
-    size_t n = strcspn(p + 6, "\"'");
+    size_t n = strcspn(p + 1, "\"'");
     if (n != UUID_STR_LEN - 1)
         return;
-    memcpy(value, p + 6, n);
+    memcpy(value, p + 1, n);
     value[n] = '\0';
     uuid_normalize(value, ret);
 }
@@ -326,7 +333,10 @@ int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, ch
     for (int i = 0; i < n; i++) {
         if (out &&
             instance_uuid_from_name(virDomainGetName(doms[i]), out[count].instance_uuid) == 0) {
-            org_from_metadata(doms[i], out[count].org_uuid);
+            _cleanup_free_ char *meta =
+                virDomainGetMetadata(doms[i], VIR_DOMAIN_METADATA_ELEMENT, VIRT_METADATA_NS, 0);
+            metadata_uuid(meta, "org", out[count].org_uuid);
+            metadata_uuid(meta, "install", out[count].install_id);
             out[count].state = state_of(doms[i]);
             count++;
         }

@@ -26,6 +26,7 @@ typedef enum {
 typedef struct {
     char instance_uuid[UUID_STR_LEN]; /* from the name */
     char org_uuid[UUID_STR_LEN];      /* from the metadata, "" when missing */
+    char install_id[UUID_STR_LEN];    /* from the metadata, "" when missing */
     VirtDomainState state;
 } VirtDomain;
 

@@ -348,7 +348,31 @@ static void test_restart_reconciles(void **state)
     assert_int_equal(disk_overlay_create(tiny_disk, "qcow2", creating_disk, NULL), 0);
     edit_store(mark_creating, creating);
 
+    /* A domain of another installation on the same libvirt (a live service beside this test). */
+    char foreign[UUID_STR_LEN], other_install[UUID_STR_LEN], foreign_xml[1024];
+    assert_int_equal(uuid_generate(foreign), 0);
+    assert_int_equal(uuid_generate(other_install), 0);
+    snprintf(foreign_xml, sizeof(foreign_xml),
+             "<domain type='qemu'><name>legba-%s</name><memory unit='MiB'>64</memory>"
+             "<metadata><legba:instance xmlns:legba='https://legba.dev/xmlns/instance/1' "
+             "install='%s' uuid='%s' org='%s'/></metadata>"
+             "<os><type arch='x86_64'>hvm</type></os></domain>",
+             foreign, other_install, foreign, q.org);
+    dom = virDomainDefineXML(q.conn, foreign_xml);
+    assert_non_null(dom);
+    virDomainFree(dom);
+
     assert_int_equal(start_legbad(), 0);
+
+    /* Another installation's domain is not an orphan of this one. */
+    bool foreign_kept = domain_exists(foreign);
+    dom = lookup(foreign);
+    if (dom) {
+        virDomainUndefine(dom);
+        virDomainFree(dom);
+    }
+    assert_true(foreign_kept);
+    assert_true(harness_log_contains(q.legbad->log_path, "left alone"));
 
     /* The untouched one is adopted as it was. */
     _cleanup_free_ char *status = instance_status(kept);

@@ -389,6 +389,7 @@ static const struct {
 
 #define INSTANCE_UUID "6f1c2a4e-8b0d-4f3a-9c5e-1d2b3a4c5d6e"
 #define ORG_UUID "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+#define INSTALL_ID "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
 /* The image name is chosen to exercise every escape. */
 #define IMAGE "chromium's <\"kiosk\"> & co"
 #define IMAGE_ESCAPED "chromium&apos;s &lt;&quot;kiosk&quot;&gt; &amp; co"
@@ -400,6 +401,7 @@ static char *render_domain(const char *tmpl, const char *size, const char *domai
 {
     const TemplateVar vars[] = {
         {"name", "legba-" INSTANCE_UUID},
+        {"install_id", INSTALL_ID},
         {"uuid", INSTANCE_UUID},
         {"org_uuid", ORG_UUID},
         {"image", IMAGE},
@@ -428,6 +430,36 @@ static void assert_lacks(const char *haystack, const char *needle)
         fail_msg("did not expect '%s' in:\n%s", needle, haystack);
 }
 
+/* Direct kernel boot with neither initrd nor cmdline: both elements are left out. */
+static void test_kernel_without_initrd_or_cmdline(void **state)
+{
+    DomainTemplates *t = NULL;
+    assert_int_equal(domain_templates_load(DOMAINS_DIR, &t, NULL), 0);
+    const TemplateVar vars[] = {
+        {"name", "legba-" INSTANCE_UUID},
+        {"install_id", INSTALL_ID},
+        {"uuid", INSTANCE_UUID},
+        {"org_uuid", ORG_UUID},
+        {"image", "plain"},
+        {"size", "small"},
+        {"created_at", "2025-01-10T12:00:00Z"},
+        {"domain_type", "qemu"},
+        {"disk_path", "/var/lib/legba/instances/" INSTANCE_UUID ".qcow2"},
+        {"disk_format", "qcow2"},
+        {"kernel", "/var/lib/legba/images/plain/vmlinuz"},
+        {"initrd", NULL},
+        {"cmdline", NULL},
+        {"kvm", NULL},
+    };
+    char *xml = render_ok(domain_templates_get(t, "small"), vars, ARRAY_SIZE(vars));
+    assert_contains(xml, "<kernel>/var/lib/legba/images/plain/vmlinuz</kernel>");
+    assert_lacks(xml, "<initrd");
+    assert_lacks(xml, "<cmdline");
+    assert_lacks(xml, "<boot dev=");
+    free(xml);
+    domain_templates_free(t);
+}
+
 static void test_render_real_templates(void **state)
 {
     DomainTemplates *t = NULL;
@@ -448,6 +480,7 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "xmlns:legba='" LEGBA_XMLNS "'");
             assert_contains(xml, "uuid='" INSTANCE_UUID "'");
             assert_contains(xml, "org='" ORG_UUID "'");
+            assert_contains(xml, "install='" INSTALL_ID "'");
             assert_contains(xml, "image='" IMAGE_ESCAPED "'");
             snprintf(expect, sizeof(expect), "size='%s'", sizes[i].size);
             assert_contains(xml, expect);
@@ -587,6 +620,7 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_load_too_big),
         cmocka_unit_test(test_render_real_templates),
+        cmocka_unit_test(test_kernel_without_initrd_or_cmdline),
         cmocka_unit_test(test_real_templates_define_in_libvirt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
