@@ -175,7 +175,6 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
         return;
     }
     /* Declared before the first goto, so cleanup never frees an unset pointer. */
-    _cleanup_free_ StoreInstance *all = NULL;
     _cleanup_free_ char *overlay = NULL;
     _cleanup_free_ char *xml = NULL;
     _cleanup_free_ char *why = NULL;
@@ -199,34 +198,31 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
         goto cleanup;
     }
 
-    /* Host-wide cap: counted from the records, the one place every instance is. */
-    size_t count = 0;
-    if (store_instance_list(api->store, NULL, &all, &count) < 0) {
-        internal_error(response);
-        goto cleanup;
-    }
-    if (count >= api->config->max_instances) {
-        response->retry_after = 30;
-        http_response_error(response, 503, "capacity",
-                            "the host runs its maximum of %u instances; try again later",
-                            api->config->max_instances);
-        goto cleanup;
-    }
-
     StoreInstance instance = {.state = INSTANCE_CREATING, .created_at = time(NULL)};
     instance.updated_at = instance.created_at;
     snprintf(instance.org_uuid, sizeof(instance.org_uuid), "%s", org_uuid);
     snprintf(instance.image, sizeof(instance.image), "%s", image->name);
     snprintf(instance.size, sizeof(instance.size), "%s", body.size);
-    if (uuid_generate(instance.uuid) < 0 || store_instance_insert(api->store, &instance) < 0) {
-        log_error("instance create: cannot write the record");
+    int r = uuid_generate(instance.uuid);
+    if (r >= 0)
+        r = store_instance_insert_capped(api->store, &instance, api->config->max_instances);
+    if (r == -EDQUOT) {
+        /* Host-wide cap, checked in the insert's own transaction so concurrent creates agree. */
+        response->retry_after = 30;
+        http_response_error(response, 503, "capacity",
+                            "the host holds its maximum of %u instances; try again later",
+                            api->config->max_instances);
+        goto cleanup;
+    }
+    if (r < 0) {
+        log_error("instance create: cannot write the record: %s", strerror(-r));
         internal_error(response);
         goto cleanup;
     }
 
     overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
-    int r = overlay ? disk_overlay_create(image->disk_path, image->disk_format, overlay, &why)
-                    : -ENOMEM;
+    r = overlay ? disk_overlay_create(image->disk_path, image->disk_format, overlay, &why)
+                : -ENOMEM;
     if (r < 0) {
         log_error("instance %s: cannot create disk: %s", instance.uuid, why ? why : strerror(-r));
         create_rollback(api, &instance, overlay ? overlay : "");

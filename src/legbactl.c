@@ -27,7 +27,7 @@
 
 typedef enum {
     ORG_NONE,     /* the command takes no --org */
-    ORG_OPTIONAL, /* --org narrows the command to one org */
+    ORG_OPTIONAL, /* --org narrows the command to one org, which must exist */
     ORG_REQUIRED,
 } OrgOption;
 
@@ -147,19 +147,6 @@ static bool add_time(cJSON *json, const char *name, int64_t epoch)
     return cJSON_AddStringToObject(json, name, text) != NULL;
 }
 
-/* The {"<name>":[...],"total":N} shape every list prints; items are added to *ret_items. */
-static cJSON *list_new(const char *name, size_t total, cJSON **ret_items)
-{
-    _cleanup_json_ cJSON *json = cJSON_CreateObject();
-    if (!json)
-        return NULL;
-    cJSON *items = cJSON_AddArrayToObject(json, name);
-    if (!items || !cJSON_AddNumberToObject(json, "total", (double)total))
-        return NULL;
-    *ret_items = items;
-    return TAKE_PTR(json);
-}
-
 static bool add_item(cJSON *items, cJSON *item)
 {
     if (!item)
@@ -171,8 +158,29 @@ static bool add_item(cJSON *items, cJSON *item)
     return true;
 }
 
-static cJSON *org_to_json(const StoreOrg *org)
+/*
+ * What every list command prints: {"<name>":[...],"total":N}, one to_json(item) for each of
+ * the count items of the given size that the store returned (r, reported here if it failed).
+ */
+static int list_output(const char *name, int r, const void *items, size_t count, size_t size,
+                       cJSON *(*to_json)(const void *item), cJSON **ret_output)
 {
+    if (r < 0)
+        return fail("cannot list %s: %s", name, store_strerror(r));
+    _cleanup_json_ cJSON *json = cJSON_CreateObject();
+    cJSON *array = json ? cJSON_AddArrayToObject(json, name) : NULL;
+    if (!array || !cJSON_AddNumberToObject(json, "total", (double)count))
+        return fail("out of memory");
+    for (size_t i = 0; i < count; i++)
+        if (!add_item(array, to_json((const char *)items + i * size)))
+            return fail("out of memory");
+    *ret_output = TAKE_PTR(json);
+    return 0;
+}
+
+static cJSON *org_to_json(const void *item)
+{
+    const StoreOrg *org = item;
     _cleanup_json_ cJSON *json = cJSON_CreateObject();
     if (!json || !cJSON_AddStringToObject(json, "org_uuid", org->uuid) ||
         !cJSON_AddStringToObject(json, "name", org->name) ||
@@ -182,8 +190,9 @@ static cJSON *org_to_json(const StoreOrg *org)
 }
 
 /* A token as listed: its public id, never its hash. */
-static cJSON *token_to_json(const StoreToken *token)
+static cJSON *token_to_json(const void *item)
 {
+    const StoreToken *token = item;
     _cleanup_json_ cJSON *json = cJSON_CreateObject();
     if (!json || !cJSON_AddStringToObject(json, "token_id", token->id) ||
         !cJSON_AddStringToObject(json, "org_uuid", token->org_uuid) ||
@@ -192,8 +201,9 @@ static cJSON *token_to_json(const StoreToken *token)
     return TAKE_PTR(json);
 }
 
-static cJSON *instance_to_json(const StoreInstance *instance)
+static cJSON *instance_to_json(const void *item)
 {
+    const StoreInstance *instance = item;
     _cleanup_json_ cJSON *json = cJSON_CreateObject();
     if (!json || !cJSON_AddStringToObject(json, "instance_uuid", instance->uuid) ||
         !cJSON_AddStringToObject(json, "org_uuid", instance->org_uuid) ||
@@ -257,19 +267,8 @@ static int run_org_list(Store *store, const Args *args, cJSON **ret_output)
 {
     _cleanup_free_ StoreOrg *orgs = NULL;
     size_t count = 0;
-    cJSON *items;
-
     int r = store_org_list(store, &orgs, &count);
-    if (r < 0)
-        return fail("cannot list orgs: %s", store_strerror(r));
-    _cleanup_json_ cJSON *json = list_new("orgs", count, &items);
-    if (!json)
-        return fail("out of memory");
-    for (size_t i = 0; i < count; i++)
-        if (!add_item(items, org_to_json(&orgs[i])))
-            return fail("out of memory");
-    *ret_output = TAKE_PTR(json);
-    return 0;
+    return list_output("orgs", r, orgs, count, sizeof(*orgs), org_to_json, ret_output);
 }
 
 /* A list narrowed to an org that does not exist is a mistake, not an empty list. */
@@ -332,48 +331,17 @@ static int run_token_list(Store *store, const Args *args, cJSON **ret_output)
 {
     _cleanup_free_ StoreToken *tokens = NULL;
     size_t count = 0;
-    cJSON *items;
-
-    if (args->org) {
-        int r = require_org(store, args->org);
-        if (r != 0)
-            return r;
-    }
     int r = store_token_list(store, args->org, &tokens, &count);
-    if (r < 0)
-        return fail("cannot list tokens: %s", store_strerror(r));
-    _cleanup_json_ cJSON *json = list_new("tokens", count, &items);
-    if (!json)
-        return fail("out of memory");
-    for (size_t i = 0; i < count; i++)
-        if (!add_item(items, token_to_json(&tokens[i])))
-            return fail("out of memory");
-    *ret_output = TAKE_PTR(json);
-    return 0;
+    return list_output("tokens", r, tokens, count, sizeof(*tokens), token_to_json, ret_output);
 }
 
 static int run_instance_list(Store *store, const Args *args, cJSON **ret_output)
 {
     _cleanup_free_ StoreInstance *instances = NULL;
     size_t count = 0;
-    cJSON *items;
-
-    if (args->org) {
-        int r = require_org(store, args->org);
-        if (r != 0)
-            return r;
-    }
     int r = store_instance_list(store, args->org, &instances, &count);
-    if (r < 0)
-        return fail("cannot list instances: %s", store_strerror(r));
-    _cleanup_json_ cJSON *json = list_new("instances", count, &items);
-    if (!json)
-        return fail("out of memory");
-    for (size_t i = 0; i < count; i++)
-        if (!add_item(items, instance_to_json(&instances[i])))
-            return fail("out of memory");
-    *ret_output = TAKE_PTR(json);
-    return 0;
+    return list_output("instances", r, instances, count, sizeof(*instances), instance_to_json,
+                       ret_output);
 }
 
 static const Command commands[] = {
@@ -409,16 +377,30 @@ static const Command commands[] = {
 
 /* --- usage -------------------------------------------------------------------------------- */
 
-static void print_synopsis(FILE *f, const Command *c)
+/* A command as it is typed, "GROUP VERB [--org UUID] OPERAND"; the number of bytes printed. */
+static int print_command_line(const Command *c)
 {
-    int n = fprintf(f, "%s %s", c->group, c->verb);
+    int n = printf("%s %s", c->group, c->verb);
     if (c->org == ORG_REQUIRED)
-        n += fprintf(f, " --org UUID");
+        n += printf(" --org UUID");
     else if (c->org == ORG_OPTIONAL)
-        n += fprintf(f, " [--org UUID]");
+        n += printf(" [--org UUID]");
     if (c->operand)
-        n += fprintf(f, " %s", c->operand);
-    fprintf(f, "%*s%s\n", n < 28 ? 28 - n : 1, "", c->summary);
+        n += printf(" %s", c->operand);
+    return n;
+}
+
+/* One line for each command, or for each of one group's when group is not NULL. */
+static void print_synopses(const char *group)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+        const Command *c = &commands[i];
+        if (group && strcmp(c->group, group) != 0)
+            continue;
+        printf("  ");
+        int n = print_command_line(c);
+        printf("%*s%s\n", n < 28 ? 28 - n : 1, "", c->summary);
+    }
 }
 
 static void print_usage(void)
@@ -426,10 +408,7 @@ static void print_usage(void)
     printf("Usage: legbactl [--data-dir DIR] COMMAND ...\n\n"
            "Administers a legba host: orgs, their API tokens, the instances on record.\n\n"
            "Commands:\n");
-    for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
-        printf("  ");
-        print_synopsis(stdout, &commands[i]);
-    }
+    print_synopses(NULL);
     printf("\nOptions:\n"
            "  --data-dir DIR   where legbad keeps its state (default: $LEGBA_DATA_DIR,\n"
            "                   else " DEFAULT_DATA_DIR ")\n"
@@ -442,24 +421,14 @@ static void print_usage(void)
 static void print_group_usage(const char *group)
 {
     printf("Usage: legbactl [--data-dir DIR] %s COMMAND ...\n\nCommands:\n", group);
-    for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
-        if (strcmp(commands[i].group, group) != 0)
-            continue;
-        printf("  ");
-        print_synopsis(stdout, &commands[i]);
-    }
+    print_synopses(group);
     printf("\nRun 'legbactl %s COMMAND --help' for one command.\n", group);
 }
 
 static void print_command_usage(const Command *c)
 {
-    printf("Usage: legbactl [--data-dir DIR] %s %s", c->group, c->verb);
-    if (c->org == ORG_REQUIRED)
-        printf(" --org UUID");
-    else if (c->org == ORG_OPTIONAL)
-        printf(" [--org UUID]");
-    if (c->operand)
-        printf(" %s", c->operand);
+    printf("Usage: legbactl [--data-dir DIR] ");
+    print_command_line(c);
     printf("\n\n%s", c->help);
     if (c->org != ORG_NONE)
         printf("\nOptions:\n  --org UUID   %s\n",
@@ -482,18 +451,11 @@ __attribute__((format(printf, 2, 3))) static int usage_error(const char *help_to
     return EXIT_USAGE;
 }
 
-static bool group_exists(const char *group)
-{
-    for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-        if (strcmp(commands[i].group, group) == 0)
-            return true;
-    return false;
-}
-
+/* The command group verb, or with verb NULL the group's first one; NULL when there is none. */
 static const Command *command_find(const char *group, const char *verb)
 {
     for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-        if (strcmp(commands[i].group, group) == 0 && strcmp(commands[i].verb, verb) == 0)
+        if (strcmp(commands[i].group, group) == 0 && (!verb || strcmp(commands[i].verb, verb) == 0))
             return &commands[i];
     return NULL;
 }
@@ -554,7 +516,7 @@ int main(int argc, char **argv)
         }
         return usage_error("", "missing command");
     }
-    if (!group_exists(words[0]))
+    if (!command_find(words[0], NULL))
         return usage_error("", "unknown command '%s'", words[0]);
     if (nwords == 1) {
         if (help) {
@@ -609,7 +571,9 @@ int main(int argc, char **argv)
     if (r < 0)
         return fail("cannot open the store in %s/state: %s", data_dir, store_strerror(r));
     _cleanup_json_ cJSON *output = NULL;
-    r = cmd->run(store, &args, &output);
+    r = cmd->org == ORG_OPTIONAL && args.org ? require_org(store, args.org) : 0;
+    if (r == 0)
+        r = cmd->run(store, &args, &output);
     store_close(store);
     if (r != 0)
         return r;

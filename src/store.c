@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <lmdb.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,44 @@ static int uuid_key(const char *uuid, char buf[UUID_STR_LEN], MDB_val *ret_key)
     return 0;
 }
 
+/*
+ * The start of every call that reads or rewrites one record: a transaction and the value at
+ * key, which points into the map and so is valid only until that transaction ends.
+ */
+static int txn_get(Store *store, bool write, MDB_dbi dbi, MDB_val *key, MDB_val *ret_data,
+                   MDB_txn **ret_txn)
+{
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    MDB_val data;
+    int r = txn_begin(store, write, &txn);
+    if (r < 0)
+        return r;
+    r = store_error(mdb_get(txn, dbi, key, &data));
+    if (r < 0)
+        return r;
+    *ret_data = data;
+    *ret_txn = TAKE_PTR(txn);
+    return 0;
+}
+
+/*
+ * The start of every call that rewrites one record by its uuid: the key (held in buf), a write
+ * transaction and the value at the key.
+ */
+static int txn_get_for_update(Store *store, MDB_dbi dbi, const char *uuid, char buf[UUID_STR_LEN],
+                              MDB_val *ret_key, MDB_val *ret_data, MDB_txn **ret_txn)
+{
+    MDB_val key;
+    int r = uuid_key(uuid, buf, &key);
+    if (r < 0)
+        return r;
+    r = txn_get(store, true, dbi, &key, ret_data, ret_txn);
+    if (r < 0)
+        return r;
+    *ret_key = key;
+    return 0;
+}
+
 static int key_to_uuid(const MDB_val *key, char ret[UUID_STR_LEN])
 {
     char uuid[UUID_STR_LEN];
@@ -256,47 +295,342 @@ static int put_json(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, const cJSON *json, 
     return store_error(mdb_put(txn, dbi, key, &data, flags));
 }
 
-/* --- orgs ---------------------------------------------------------------------------------- */
+/* --- records ------------------------------------------------------------------------------- */
 
-/* A validated copy with the uuid in canonical form; -EINVAL for what may not be stored. */
-static int org_check(const StoreOrg *org, StoreOrg *ret)
+/*
+ * Orgs, tokens and instances are checked, written and read back by the same code, driven by a
+ * table of each record's fields (the RecordType below), so the three cannot drift apart in how
+ * a field of one kind is treated.
+ */
+typedef enum {
+    FIELD_UUID,  /* char[UUID_STR_LEN], canonical lowercase */
+    FIELD_TEXT,  /* char[size], 1 to size - 1 bytes */
+    FIELD_TIME,  /* int64_t, a whole JSON number */
+    FIELD_STATE, /* InstanceState, by its name */
+    FIELD_HASH,  /* uint8_t[AUTH_HASH_LEN]; only ever a key */
+} FieldType;
+
+typedef struct {
+    const char *name; /* in the JSON value; NULL for the key */
+    FieldType type;
+    size_t offset;
+    size_t size;
+} Field;
+
+#define FIELD_AT(record, member, field_type, field_name)                                           \
+    {                                                                                              \
+        .name = field_name, .type = field_type, .offset = offsetof(record, member),                \
+        .size = sizeof(((record *)NULL)->member),                                                  \
+    }
+/* A field of struct record, kept in the value under the member's own name. */
+#define FIELD(record, member, field_type) FIELD_AT(record, member, field_type, #member)
+/* The field of struct record that its key holds. */
+#define KEY(record, member, field_type) FIELD_AT(record, member, field_type, NULL)
+
+/* One kind of record: its struct, what its key holds and, in order, the fields of its value. */
+typedef struct {
+    size_t size;
+    Field key;
+    Field fields[7]; /* up to the first without a name */
+} RecordType;
+
+/* Room for a record of any type, so a copy can be built before it is handed out. */
+typedef union {
+    StoreOrg org;
+    StoreToken token;
+    StoreInstance instance;
+} AnyRecord;
+
+/* A validated copy of one field into dst; -EINVAL for a value that may not be stored. */
+static int field_check(const Field *field, const void *src, void *dst)
 {
-    StoreOrg copy = {0};
-    if (!org || uuid_normalize(org->uuid, copy.uuid) < 0 ||
-        !text_valid(org->name, STORE_ORG_NAME_MAX))
+    const char *from = (const char *)src + field->offset;
+    char *to = (char *)dst + field->offset;
+    switch (field->type) {
+    case FIELD_UUID:
+        return uuid_normalize(from, to) < 0 ? -EINVAL : 0;
+    case FIELD_TEXT:
+        if (!text_valid(from, field->size - 1))
+            return -EINVAL;
+        memcpy(to, from, strnlen(from, field->size - 1));
+        return 0;
+    case FIELD_STATE:
+        if (!instance_state_to_string(*(const InstanceState *)from))
+            return -EINVAL;
+        break;
+    case FIELD_TIME:
+    case FIELD_HASH:
+        break;
+    }
+    memcpy(to, from, field->size);
+    return 0;
+}
+
+/* Adds one field of a checked record to its value; false when out of memory. */
+static bool field_encode(const Field *field, const void *record, cJSON *json)
+{
+    const void *value = (const char *)record + field->offset;
+    const char *state;
+    switch (field->type) {
+    case FIELD_UUID:
+    case FIELD_TEXT:
+        return cJSON_AddStringToObject(json, field->name, value) != NULL;
+    case FIELD_STATE:
+        state = instance_state_to_string(*(const InstanceState *)value);
+        return cJSON_AddStringToObject(json, field->name, state) != NULL;
+    case FIELD_TIME:
+        return cJSON_AddNumberToObject(json, field->name, (double)*(const int64_t *)value) != NULL;
+    case FIELD_HASH:
+        break;
+    }
+    return false;
+}
+
+/* One field of a record from its value; -EBADMSG when it is missing or out of range. */
+static int field_decode(const Field *field, const cJSON *json, void *record)
+{
+    void *value = (char *)record + field->offset;
+    char state[16];
+    switch (field->type) {
+    case FIELD_UUID:
+        return json_get_uuid(json, field->name, value);
+    case FIELD_TEXT:
+        return json_get_string(json, field->name, value, field->size);
+    case FIELD_TIME:
+        return json_get_time(json, field->name, value);
+    case FIELD_STATE:
+        if (json_get_string(json, field->name, state, sizeof(state)) < 0 ||
+            instance_state_from_string(state, value) < 0)
+            return -EBADMSG;
+        return 0;
+    case FIELD_HASH:
+        break;
+    }
+    return -EBADMSG;
+}
+
+/* A uuid is kept in a key without its NUL. */
+static MDB_val record_key(const RecordType *type, const void *record)
+{
+    size_t len = type->key.type == FIELD_UUID ? UUID_KEY_LEN : type->key.size;
+    return (MDB_val){.mv_size = len, .mv_data = (void *)((const char *)record + type->key.offset)};
+}
+
+/* A validated copy with every uuid in canonical form; -EINVAL for what may not be stored. */
+static int record_check(const RecordType *type, const void *record, void *ret)
+{
+    AnyRecord copy;
+    memset(&copy, 0, sizeof(copy));
+    if (!record || field_check(&type->key, record, &copy) < 0)
         return -EINVAL;
-    memcpy(copy.name, org->name, strnlen(org->name, STORE_ORG_NAME_MAX));
-    copy.created_at = org->created_at;
-    *ret = copy;
+    for (const Field *field = type->fields; field->name; field++)
+        if (field_check(field, record, &copy) < 0)
+            return -EINVAL;
+    memcpy(ret, &copy, type->size);
     return 0;
 }
 
-static int org_decode(const MDB_val *key, const MDB_val *data, StoreOrg *ret)
-{
-    StoreOrg org = {0};
-    _cleanup_json_ cJSON *json = NULL;
-    int r = key_to_uuid(key, org.uuid);
-    if (r < 0)
-        return r;
-    r = json_parse(data, &json);
-    if (r < 0)
-        return r;
-    if (json_get_string(json, "name", org.name, sizeof(org.name)) < 0 ||
-        json_get_time(json, "created_at", &org.created_at) < 0)
-        return -EBADMSG;
-    *ret = org;
-    return 0;
-}
-
-static int org_put(Store *store, MDB_txn *txn, const StoreOrg *org)
+/* The value of a checked record: its fields other than the key. */
+static int record_encode(const RecordType *type, const void *record, cJSON **ret_json)
 {
     _cleanup_json_ cJSON *json = cJSON_CreateObject();
-    if (!json || !cJSON_AddStringToObject(json, "name", org->name) ||
-        !cJSON_AddNumberToObject(json, "created_at", (double)org->created_at))
+    if (!json)
         return -ENOMEM;
-    MDB_val key = {.mv_size = UUID_KEY_LEN, .mv_data = (void *)org->uuid};
-    return put_json(txn, store->orgs, &key, json, MDB_NOOVERWRITE);
+    for (const Field *field = type->fields; field->name; field++)
+        if (!field_encode(field, record, json))
+            return -ENOMEM;
+    *ret_json = TAKE_PTR(json);
+    return 0;
 }
+
+/* Writes a checked record under its key; -EEXIST if the key is taken. */
+static int record_put(MDB_txn *txn, MDB_dbi dbi, const RecordType *type, const void *record)
+{
+    _cleanup_json_ cJSON *json = NULL;
+    int r = record_encode(type, record, &json);
+    if (r < 0)
+        return r;
+    MDB_val key = record_key(type, record);
+    return put_json(txn, dbi, &key, json, MDB_NOOVERWRITE);
+}
+
+/* A record from its key and parsed value; -EBADMSG unless both are what a write leaves. */
+static int record_decode(const RecordType *type, const MDB_val *key, const cJSON *json, void *ret)
+{
+    AnyRecord record;
+    memset(&record, 0, sizeof(record));
+    char *key_field = (char *)&record + type->key.offset;
+    if (type->key.type == FIELD_UUID) {
+        if (key_to_uuid(key, key_field) < 0)
+            return -EBADMSG;
+    } else {
+        if (key->mv_size != type->key.size)
+            return -EBADMSG;
+        memcpy(key_field, key->mv_data, key->mv_size);
+    }
+    for (const Field *field = type->fields; field->name; field++)
+        if (field_decode(field, json, &record) < 0)
+            return -EBADMSG;
+    memcpy(ret, &record, type->size);
+    return 0;
+}
+
+static int record_parse(const RecordType *type, const MDB_val *key, const MDB_val *data, void *ret)
+{
+    _cleanup_json_ cJSON *json = NULL;
+    int r = json_parse(data, &json);
+    if (r < 0)
+        return r;
+    return record_decode(type, key, json, ret);
+}
+
+/* One record by what identifies it: a uuid in either case, or for a token its hash. */
+static int record_get(Store *store, MDB_dbi dbi, const RecordType *type, const void *id, void *ret)
+{
+    char uuid[UUID_STR_LEN];
+    MDB_val key = {.mv_size = type->key.size, .mv_data = (void *)id}, data;
+    int r = 0;
+    if (type->key.type == FIELD_UUID)
+        r = uuid_key(id, uuid, &key);
+    else if (!id)
+        r = -EINVAL;
+    if (r < 0)
+        return r;
+
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    r = txn_get(store, false, dbi, &key, &data, &txn);
+    if (r < 0)
+        return r;
+    return record_parse(type, &key, &data, ret);
+}
+
+/*
+ * Finds the key of the entry linked to a record (its index entry, or the record an index entry
+ * names), copied into buf: the record points into the map, which a delete may rewrite. buf has
+ * room for the longest such key.
+ */
+typedef int (*LinkFn)(const MDB_val *key, const MDB_val *data, char buf[ORG_INSTANCE_KEY_LEN],
+                      MDB_val *ret_linked);
+_Static_assert(AUTH_HASH_LEN <= ORG_INSTANCE_KEY_LEN, "a token hash fits a LinkFn buffer");
+
+/*
+ * Deletes the record with this uuid and, in the same transaction, the entry linked to it,
+ * which may be gone already.
+ */
+static int record_delete(Store *store, MDB_dbi dbi, const char *uuid, MDB_dbi linked_dbi,
+                         LinkFn link)
+{
+    char uuid_buf[UUID_STR_LEN];
+    char linked_buf[ORG_INSTANCE_KEY_LEN];
+    MDB_val key, data, linked;
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_get_for_update(store, dbi, uuid, uuid_buf, &key, &data, &txn);
+    if (r < 0)
+        return r;
+    r = link(&key, &data, linked_buf, &linked);
+    if (r < 0)
+        return r;
+    r = store_error(mdb_del(txn, linked_dbi, &linked, NULL));
+    if (r < 0 && r != -ENOENT)
+        return r;
+    r = store_error(mdb_del(txn, dbi, &key, NULL));
+    if (r < 0)
+        return r;
+    return txn_commit(&txn);
+}
+
+/* --- lists --------------------------------------------------------------------------------- */
+
+/* What an entry function returns for an entry the list leaves out. */
+#define SCAN_SKIP 1
+
+typedef struct Scan Scan;
+struct Scan {
+    MDB_dbi dbi;
+    const RecordType *type; /* of each element */
+    const char *org;        /* the org a list is narrowed to, or NULL */
+    bool org_range;         /* keys start with the org's uuid: read only that range */
+    /*
+     * Turns one entry into the element at ret (scratch space until it returns 0), or returns
+     * SCAN_SKIP or a negative error. NULL when every entry is a record of type under its key.
+     */
+    int (*entry)(Store *store, MDB_txn *txn, const Scan *scan, const MDB_val *key,
+                 const MDB_val *data, void *ret);
+    int (*compare)(const void *a, const void *b); /* the order of the list; NULL keeps key order */
+};
+
+/* A list read in one transaction; *ret_items is malloc'd (NULL when none). */
+static int scan_list(Store *store, const Scan *scan, void **ret_items, size_t *ret_count)
+{
+    _cleanup_free_ void *items = NULL;
+    size_t size = scan->type->size, count = 0, allocated = 0;
+    AnyRecord item;
+    MDB_val key = {.mv_size = UUID_KEY_LEN, .mv_data = (void *)scan->org}; /* for MDB_SET_RANGE */
+    MDB_val data;
+
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_begin(store, false, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_cursor_ MDB_cursor *cursor = NULL;
+    r = store_error(mdb_cursor_open(txn, scan->dbi, &cursor));
+    if (r < 0)
+        return r;
+
+    int rc;
+    for (rc = mdb_cursor_get(cursor, &key, &data, scan->org_range ? MDB_SET_RANGE : MDB_FIRST);
+         rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
+        if (scan->org_range &&
+            (key.mv_size < UUID_KEY_LEN || memcmp(key.mv_data, scan->org, UUID_KEY_LEN) != 0))
+            break;
+        r = scan->entry ? scan->entry(store, txn, scan, &key, &data, &item)
+                        : record_parse(scan->type, &key, &data, &item);
+        if (r < 0)
+            return r;
+        if (r == SCAN_SKIP)
+            continue;
+        r = array_grow(&items, &allocated, count, size);
+        if (r < 0)
+            return r;
+        memcpy((char *)items + count++ * size, &item, size);
+    }
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return store_error(rc);
+
+    if (scan->compare && count > 1)
+        qsort(items, count, size, scan->compare);
+    *ret_items = TAKE_PTR(items);
+    *ret_count = count;
+    return 0;
+}
+
+/* Oldest first; the uuid breaks ties, so a list comes out the same on every call. */
+static int compare_age(int64_t created_a, const char *uuid_a, int64_t created_b, const char *uuid_b)
+{
+    if (created_a != created_b)
+        return created_a < created_b ? -1 : 1;
+    return strcmp(uuid_a, uuid_b);
+}
+
+static int token_compare(const void *a, const void *b)
+{
+    const StoreToken *x = a, *y = b;
+    return compare_age(x->created_at, x->id, y->created_at, y->id);
+}
+
+static int instance_compare(const void *a, const void *b)
+{
+    const StoreInstance *x = a, *y = b;
+    return compare_age(x->created_at, x->uuid, y->created_at, y->uuid);
+}
+
+/* --- orgs ---------------------------------------------------------------------------------- */
+
+static const RecordType org_record = {
+    sizeof(StoreOrg),
+    KEY(StoreOrg, uuid, FIELD_UUID),
+    {FIELD(StoreOrg, name, FIELD_TEXT), FIELD(StoreOrg, created_at, FIELD_TIME)},
+};
 
 /* -ENOENT unless the org is there, as seen by this transaction. */
 static int org_exists(Store *store, MDB_txn *txn, const char org_uuid[UUID_STR_LEN])
@@ -308,35 +642,12 @@ static int org_exists(Store *store, MDB_txn *txn, const char org_uuid[UUID_STR_L
 
 /* --- tokens -------------------------------------------------------------------------------- */
 
-static int token_check(const StoreToken *token, StoreToken *ret)
-{
-    StoreToken copy = {0};
-    if (!token || uuid_normalize(token->id, copy.id) < 0 ||
-        uuid_normalize(token->org_uuid, copy.org_uuid) < 0)
-        return -EINVAL;
-    memcpy(copy.hash, token->hash, AUTH_HASH_LEN);
-    copy.created_at = token->created_at;
-    *ret = copy;
-    return 0;
-}
-
-static int token_decode(const MDB_val *key, const MDB_val *data, StoreToken *ret)
-{
-    StoreToken token = {0};
-    _cleanup_json_ cJSON *json = NULL;
-    if (key->mv_size != AUTH_HASH_LEN)
-        return -EBADMSG;
-    memcpy(token.hash, key->mv_data, AUTH_HASH_LEN);
-    int r = json_parse(data, &json);
-    if (r < 0)
-        return r;
-    if (json_get_uuid(json, "id", token.id) < 0 ||
-        json_get_uuid(json, "org_uuid", token.org_uuid) < 0 ||
-        json_get_time(json, "created_at", &token.created_at) < 0)
-        return -EBADMSG;
-    *ret = token;
-    return 0;
-}
+static const RecordType token_record = {
+    sizeof(StoreToken),
+    KEY(StoreToken, hash, FIELD_HASH),
+    {FIELD(StoreToken, id, FIELD_UUID), FIELD(StoreToken, org_uuid, FIELD_UUID),
+     FIELD(StoreToken, created_at, FIELD_TIME)},
+};
 
 /* Writes both the token and its id entry; the token must be checked and its org must exist. */
 static int token_put(Store *store, MDB_txn *txn, const StoreToken *token)
@@ -344,75 +655,65 @@ static int token_put(Store *store, MDB_txn *txn, const StoreToken *token)
     int r = org_exists(store, txn, token->org_uuid);
     if (r < 0)
         return r;
-
-    _cleanup_json_ cJSON *json = cJSON_CreateObject();
-    if (!json || !cJSON_AddStringToObject(json, "id", token->id) ||
-        !cJSON_AddStringToObject(json, "org_uuid", token->org_uuid) ||
-        !cJSON_AddNumberToObject(json, "created_at", (double)token->created_at))
-        return -ENOMEM;
-    MDB_val hash = {.mv_size = AUTH_HASH_LEN, .mv_data = (void *)token->hash};
-    r = put_json(txn, store->tokens, &hash, json, MDB_NOOVERWRITE);
+    r = record_put(txn, store->tokens, &token_record, token);
     if (r < 0)
         return r;
+    MDB_val hash = record_key(&token_record, token);
     MDB_val id = {.mv_size = UUID_KEY_LEN, .mv_data = (void *)token->id};
     return store_error(mdb_put(txn, store->token_ids, &id, &hash, MDB_NOOVERWRITE));
 }
 
-static int token_compare(const void *a, const void *b)
+/* A checked token, and first its checked org when org is not NULL, in one transaction. */
+static int token_write(Store *store, const StoreOrg *org, const StoreToken *token)
 {
-    const StoreToken *x = a, *y = b;
-    if (x->created_at != y->created_at)
-        return x->created_at < y->created_at ? -1 : 1;
-    return strcmp(x->id, y->id);
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_begin(store, true, &txn);
+    if (r < 0)
+        return r;
+    if (org) {
+        r = record_put(txn, store->orgs, &org_record, org);
+        if (r < 0)
+            return r;
+    }
+    r = token_put(store, txn, token);
+    if (r < 0)
+        return r;
+    return txn_commit(&txn);
+}
+
+/* A token_ids entry holds the token's hash, the key of the token record. */
+static int token_id_link(const MDB_val *key, const MDB_val *data, char buf[ORG_INSTANCE_KEY_LEN],
+                         MDB_val *ret_linked)
+{
+    if (data->mv_size != AUTH_HASH_LEN)
+        return -EBADMSG;
+    memcpy(buf, data->mv_data, AUTH_HASH_LEN);
+    *ret_linked = (MDB_val){.mv_size = AUTH_HASH_LEN, .mv_data = buf};
+    return 0;
+}
+
+/* Tokens are few (an operator makes each by hand), so a scan is cheaper than an index. */
+static int token_entry(Store *store, MDB_txn *txn, const Scan *scan, const MDB_val *key,
+                       const MDB_val *data, void *ret)
+{
+    StoreToken *token = ret;
+    int r = record_parse(&token_record, key, data, token);
+    if (r < 0)
+        return r;
+    if (scan->org && strcmp(token->org_uuid, scan->org) != 0)
+        return SCAN_SKIP;
+    return 0;
 }
 
 /* --- instances ----------------------------------------------------------------------------- */
 
-static int instance_check(const StoreInstance *instance, StoreInstance *ret)
-{
-    StoreInstance copy = {0};
-    if (!instance || uuid_normalize(instance->uuid, copy.uuid) < 0 ||
-        uuid_normalize(instance->org_uuid, copy.org_uuid) < 0 ||
-        !text_valid(instance->image, STORE_IMAGE_NAME_MAX) ||
-        !text_valid(instance->size, STORE_SIZE_NAME_MAX) ||
-        !instance_state_to_string(instance->state))
-        return -EINVAL;
-    memcpy(copy.image, instance->image, strnlen(instance->image, STORE_IMAGE_NAME_MAX));
-    memcpy(copy.size, instance->size, strnlen(instance->size, STORE_SIZE_NAME_MAX));
-    copy.state = instance->state;
-    copy.created_at = instance->created_at;
-    copy.updated_at = instance->updated_at;
-    *ret = copy;
-    return 0;
-}
-
-static int instance_from_json(const MDB_val *key, const cJSON *json, StoreInstance *ret)
-{
-    StoreInstance instance = {0};
-    char state[16];
-    int r = key_to_uuid(key, instance.uuid);
-    if (r < 0)
-        return r;
-    if (json_get_uuid(json, "org_uuid", instance.org_uuid) < 0 ||
-        json_get_string(json, "image", instance.image, sizeof(instance.image)) < 0 ||
-        json_get_string(json, "size", instance.size, sizeof(instance.size)) < 0 ||
-        json_get_string(json, "state", state, sizeof(state)) < 0 ||
-        instance_state_from_string(state, &instance.state) < 0 ||
-        json_get_time(json, "created_at", &instance.created_at) < 0 ||
-        json_get_time(json, "updated_at", &instance.updated_at) < 0)
-        return -EBADMSG;
-    *ret = instance;
-    return 0;
-}
-
-static int instance_decode(const MDB_val *key, const MDB_val *data, StoreInstance *ret)
-{
-    _cleanup_json_ cJSON *json = NULL;
-    int r = json_parse(data, &json);
-    if (r < 0)
-        return r;
-    return instance_from_json(key, json, ret);
-}
+static const RecordType instance_record = {
+    sizeof(StoreInstance),
+    KEY(StoreInstance, uuid, FIELD_UUID),
+    {FIELD(StoreInstance, org_uuid, FIELD_UUID), FIELD(StoreInstance, image, FIELD_TEXT),
+     FIELD(StoreInstance, size, FIELD_TEXT), FIELD(StoreInstance, state, FIELD_STATE),
+     FIELD(StoreInstance, created_at, FIELD_TIME), FIELD(StoreInstance, updated_at, FIELD_TIME)},
+};
 
 /* The org_instances key for an instance: org_uuid ‖ instance_uuid. */
 static MDB_val org_instance_key(const StoreInstance *instance, char buf[ORG_INSTANCE_KEY_LEN])
@@ -422,12 +723,41 @@ static MDB_val org_instance_key(const StoreInstance *instance, char buf[ORG_INST
     return (MDB_val){.mv_size = ORG_INSTANCE_KEY_LEN, .mv_data = buf};
 }
 
-static int instance_compare(const void *a, const void *b)
+/* The record names its org, which locates the index entry to delete with it. */
+static int instance_link(const MDB_val *key, const MDB_val *data, char buf[ORG_INSTANCE_KEY_LEN],
+                         MDB_val *ret_linked)
 {
-    const StoreInstance *x = a, *y = b;
-    if (x->created_at != y->created_at)
-        return x->created_at < y->created_at ? -1 : 1;
-    return strcmp(x->uuid, y->uuid);
+    StoreInstance instance;
+    int r = record_parse(&instance_record, key, data, &instance);
+    if (r < 0)
+        return r;
+    *ret_linked = org_instance_key(&instance, buf);
+    return 0;
+}
+
+/* An org_instances entry of the org scanned: the instance record it points to. */
+static int org_instance_entry(Store *store, MDB_txn *txn, const Scan *scan, const MDB_val *key,
+                              const MDB_val *data, void *ret)
+{
+    StoreInstance *instance = ret;
+    if (key->mv_size != ORG_INSTANCE_KEY_LEN)
+        return -EBADMSG;
+
+    MDB_val instance_key = {.mv_size = UUID_KEY_LEN,
+                            .mv_data = (char *)key->mv_data + UUID_KEY_LEN};
+    MDB_val instance_data;
+    int r = store_error(mdb_get(txn, store->instances, &instance_key, &instance_data));
+    if (r == -ENOENT)
+        return -EBADMSG; /* an index entry without its record */
+    if (r < 0)
+        return r;
+    r = record_parse(&instance_record, &instance_key, &instance_data, instance);
+    if (r < 0)
+        return r;
+    /* Never hand one org another org's instance, whatever the index says. */
+    if (strcmp(instance->org_uuid, scan->org) != 0)
+        return -EBADMSG;
+    return 0;
 }
 
 /* --- the environment ----------------------------------------------------------------------- */
@@ -467,6 +797,10 @@ int store_open(const char *data_dir, size_t map_size, Store **ret_store)
     if (r < 0)
         return r;
     r = store_error(mdb_env_set_mapsize(store->env, map_size ? map_size : STORE_DEFAULT_MAP_SIZE));
+    if (r < 0)
+        return r;
+    /* One slot per concurrent read transaction: every HTTP connection thread may hold one. */
+    r = store_error(mdb_env_set_maxreaders(store->env, STORE_MAX_READERS));
     if (r < 0)
         return r;
     /* Read transactions are not tied to a thread: a libmicrohttpd worker may start and end one. */
@@ -509,78 +843,26 @@ int store_org_create(Store *store, const StoreOrg *org, const StoreToken *token)
 {
     StoreOrg o;
     StoreToken t;
-    int r = org_check(org, &o);
+    int r = record_check(&org_record, org, &o);
     if (r < 0)
         return r;
-    r = token_check(token, &t);
+    r = record_check(&token_record, token, &t);
     if (r < 0)
         return r;
     if (strcmp(o.uuid, t.org_uuid) != 0)
         return -EINVAL;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, true, &txn);
-    if (r < 0)
-        return r;
-    r = org_put(store, txn, &o);
-    if (r < 0)
-        return r;
-    r = token_put(store, txn, &t);
-    if (r < 0)
-        return r;
-    return txn_commit(&txn);
+    return token_write(store, &o, &t);
 }
 
 int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org)
 {
-    char uuid[UUID_STR_LEN];
-    MDB_val key, data;
-    int r = uuid_key(org_uuid, uuid, &key);
-    if (r < 0)
-        return r;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, false, &txn);
-    if (r < 0)
-        return r;
-    r = store_error(mdb_get(txn, store->orgs, &key, &data));
-    if (r < 0)
-        return r;
-    return org_decode(&key, &data, ret_org);
+    return record_get(store, store->orgs, &org_record, org_uuid, ret_org);
 }
 
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count)
 {
-    _cleanup_free_ StoreOrg *orgs = NULL;
-    size_t count = 0, allocated = 0;
-    MDB_val key, data;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_begin(store, false, &txn);
-    if (r < 0)
-        return r;
-    _cleanup_cursor_ MDB_cursor *cursor = NULL;
-    r = store_error(mdb_cursor_open(txn, store->orgs, &cursor));
-    if (r < 0)
-        return r;
-
-    int rc;
-    for (rc = mdb_cursor_get(cursor, &key, &data, MDB_FIRST); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
-        r = array_grow((void **)&orgs, &allocated, count, sizeof(*orgs));
-        if (r < 0)
-            return r;
-        r = org_decode(&key, &data, &orgs[count]);
-        if (r < 0)
-            return r;
-        count++;
-    }
-    if (rc != MDB_NOTFOUND)
-        return store_error(rc);
-
-    *ret_orgs = TAKE_PTR(orgs);
-    *ret_count = count;
-    return 0;
+    const Scan scan = {.dbi = store->orgs, .type = &org_record};
+    return scan_list(store, &scan, (void **)ret_orgs, ret_count);
 }
 
 /* --- tokens -------------------------------------------------------------------------------- */
@@ -588,131 +870,55 @@ int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count)
 int store_token_add(Store *store, const StoreToken *token)
 {
     StoreToken t;
-    int r = token_check(token, &t);
+    int r = record_check(&token_record, token, &t);
     if (r < 0)
         return r;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, true, &txn);
-    if (r < 0)
-        return r;
-    r = token_put(store, txn, &t);
-    if (r < 0)
-        return r;
-    return txn_commit(&txn);
+    return token_write(store, NULL, &t);
 }
 
 int store_token_lookup(Store *store, const uint8_t hash[AUTH_HASH_LEN], StoreToken *ret_token)
 {
-    if (!hash)
-        return -EINVAL;
-    MDB_val key = {.mv_size = AUTH_HASH_LEN, .mv_data = (void *)hash};
-    MDB_val data;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_begin(store, false, &txn);
-    if (r < 0)
-        return r;
-    r = store_error(mdb_get(txn, store->tokens, &key, &data));
-    if (r < 0)
-        return r;
-    return token_decode(&key, &data, ret_token);
+    return record_get(store, store->tokens, &token_record, hash, ret_token);
 }
 
 int store_token_revoke(Store *store, const char *token_id)
 {
-    char id[UUID_STR_LEN];
-    uint8_t hash_buf[AUTH_HASH_LEN];
-    MDB_val key, data;
-    int r = uuid_key(token_id, id, &key);
-    if (r < 0)
-        return r;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, true, &txn);
-    if (r < 0)
-        return r;
-    r = store_error(mdb_get(txn, store->token_ids, &key, &data));
-    if (r < 0)
-        return r;
-    if (data.mv_size != AUTH_HASH_LEN)
-        return -EBADMSG;
-    /* data points into the map, which the deletes below may rewrite. */
-    memcpy(hash_buf, data.mv_data, AUTH_HASH_LEN);
-    MDB_val hash = {.mv_size = AUTH_HASH_LEN, .mv_data = hash_buf};
-
     /* A token whose record is already gone can still have its id revoked. */
-    r = store_error(mdb_del(txn, store->tokens, &hash, NULL));
-    if (r < 0 && r != -ENOENT)
-        return r;
-    r = store_error(mdb_del(txn, store->token_ids, &key, NULL));
-    if (r < 0)
-        return r;
-    return txn_commit(&txn);
+    return record_delete(store, store->token_ids, token_id, store->tokens, token_id_link);
 }
 
 int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens, size_t *ret_count)
 {
     char org[UUID_STR_LEN];
-    MDB_val key, data;
     if (org_uuid && uuid_normalize(org_uuid, org) < 0)
         return -EINVAL;
 
-    _cleanup_free_ StoreToken *tokens = NULL;
-    size_t count = 0, allocated = 0;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_begin(store, false, &txn);
-    if (r < 0)
-        return r;
-    _cleanup_cursor_ MDB_cursor *cursor = NULL;
-    r = store_error(mdb_cursor_open(txn, store->tokens, &cursor));
-    if (r < 0)
-        return r;
-
-    /* Tokens are few (an operator makes each by hand), so a scan is cheaper than an index. */
-    int rc;
-    for (rc = mdb_cursor_get(cursor, &key, &data, MDB_FIRST); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
-        StoreToken token;
-        r = token_decode(&key, &data, &token);
-        if (r < 0)
-            return r;
-        if (org_uuid && strcmp(token.org_uuid, org) != 0)
-            continue;
-        r = array_grow((void **)&tokens, &allocated, count, sizeof(*tokens));
-        if (r < 0)
-            return r;
-        tokens[count++] = token;
-    }
-    if (rc != MDB_NOTFOUND)
-        return store_error(rc);
-
-    if (count > 1)
-        qsort(tokens, count, sizeof(*tokens), token_compare);
-    *ret_tokens = TAKE_PTR(tokens);
-    *ret_count = count;
-    return 0;
+    const Scan scan = {.dbi = store->tokens,
+                       .type = &token_record,
+                       .org = org_uuid ? org : NULL,
+                       .entry = token_entry,
+                       .compare = token_compare};
+    return scan_list(store, &scan, (void **)ret_tokens, ret_count);
 }
 
 /* --- instances ----------------------------------------------------------------------------- */
 
 int store_instance_insert(Store *store, const StoreInstance *instance)
 {
+    return store_instance_insert_capped(store, instance, 0);
+}
+
+int store_instance_insert_capped(Store *store, const StoreInstance *instance, size_t max_total)
+{
     StoreInstance in;
     char index_buf[ORG_INSTANCE_KEY_LEN];
-    int r = instance_check(instance, &in);
+    int r = record_check(&instance_record, instance, &in);
     if (r < 0)
         return r;
-
-    _cleanup_json_ cJSON *json = cJSON_CreateObject();
-    if (!json || !cJSON_AddStringToObject(json, "org_uuid", in.org_uuid) ||
-        !cJSON_AddStringToObject(json, "image", in.image) ||
-        !cJSON_AddStringToObject(json, "size", in.size) ||
-        !cJSON_AddStringToObject(json, "state", instance_state_to_string(in.state)) ||
-        !cJSON_AddNumberToObject(json, "created_at", (double)in.created_at) ||
-        !cJSON_AddNumberToObject(json, "updated_at", (double)in.updated_at))
-        return -ENOMEM;
+    _cleanup_json_ cJSON *json = NULL;
+    r = record_encode(&instance_record, &in, &json);
+    if (r < 0)
+        return r;
 
     _cleanup_txn_ MDB_txn *txn = NULL;
     r = txn_begin(store, true, &txn);
@@ -721,7 +927,16 @@ int store_instance_insert(Store *store, const StoreInstance *instance)
     r = org_exists(store, txn, in.org_uuid);
     if (r < 0)
         return r;
-    MDB_val key = {.mv_size = UUID_KEY_LEN, .mv_data = in.uuid};
+    if (max_total > 0) {
+        /* Counted inside the write transaction, so concurrent creates cannot overshoot. */
+        MDB_stat st;
+        r = store_error(mdb_stat(txn, store->instances, &st));
+        if (r < 0)
+            return r;
+        if (st.ms_entries >= max_total)
+            return -EDQUOT;
+    }
+    MDB_val key = record_key(&instance_record, &in);
     r = put_json(txn, store->instances, &key, json, MDB_NOOVERWRITE);
     if (r < 0)
         return r;
@@ -735,20 +950,7 @@ int store_instance_insert(Store *store, const StoreInstance *instance)
 
 int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *ret_instance)
 {
-    char uuid[UUID_STR_LEN];
-    MDB_val key, data;
-    int r = uuid_key(instance_uuid, uuid, &key);
-    if (r < 0)
-        return r;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, false, &txn);
-    if (r < 0)
-        return r;
-    r = store_error(mdb_get(txn, store->instances, &key, &data));
-    if (r < 0)
-        return r;
-    return instance_decode(&key, &data, ret_instance);
+    return record_get(store, store->instances, &instance_record, instance_uuid, ret_instance);
 }
 
 int store_instance_transition(Store *store, const char *instance_uuid, InstanceState expected,
@@ -756,17 +958,11 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
 {
     char uuid[UUID_STR_LEN];
     MDB_val key, data;
-    int r = uuid_key(instance_uuid, uuid, &key);
-    if (r < 0)
-        return r;
     if (!instance_state_to_string(expected) || !instance_state_to_string(next))
         return -EINVAL;
 
     _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, true, &txn);
-    if (r < 0)
-        return r;
-    r = store_error(mdb_get(txn, store->instances, &key, &data));
+    int r = txn_get_for_update(store, store->instances, instance_uuid, uuid, &key, &data, &txn);
     if (r < 0)
         return r;
     _cleanup_json_ cJSON *json = NULL;
@@ -774,7 +970,7 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
     if (r < 0)
         return r;
     StoreInstance current;
-    r = instance_from_json(&key, json, &current);
+    r = record_decode(&instance_record, &key, json, &current);
     if (r < 0)
         return r;
     if (current.state != expected) {
@@ -804,113 +1000,8 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
 
 int store_instance_delete(Store *store, const char *instance_uuid)
 {
-    char uuid[UUID_STR_LEN];
-    char index_buf[ORG_INSTANCE_KEY_LEN];
-    MDB_val key, data;
-    int r = uuid_key(instance_uuid, uuid, &key);
-    if (r < 0)
-        return r;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    r = txn_begin(store, true, &txn);
-    if (r < 0)
-        return r;
-    r = store_error(mdb_get(txn, store->instances, &key, &data));
-    if (r < 0)
-        return r;
-    /* The record names its org, which locates the index entry to delete with it. */
-    StoreInstance instance;
-    r = instance_decode(&key, &data, &instance);
-    if (r < 0)
-        return r;
-    MDB_val index = org_instance_key(&instance, index_buf);
-    r = store_error(mdb_del(txn, store->org_instances, &index, NULL));
-    if (r < 0 && r != -ENOENT)
-        return r;
-    r = store_error(mdb_del(txn, store->instances, &key, NULL));
-    if (r < 0)
-        return r;
-    return txn_commit(&txn);
-}
-
-/* One org's instances, found through org_instances: a range scan from the org's prefix. */
-static int instance_list_org(Store *store, MDB_txn *txn, const char org[UUID_STR_LEN],
-                             StoreInstance **ret_instances, size_t *ret_count)
-{
-    _cleanup_free_ StoreInstance *instances = NULL;
-    size_t count = 0, allocated = 0;
-    MDB_val key = {.mv_size = UUID_KEY_LEN, .mv_data = (void *)org};
-    MDB_val data;
-
-    _cleanup_cursor_ MDB_cursor *cursor = NULL;
-    int r = store_error(mdb_cursor_open(txn, store->org_instances, &cursor));
-    if (r < 0)
-        return r;
-
-    int rc;
-    for (rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
-        if (key.mv_size < UUID_KEY_LEN || memcmp(key.mv_data, org, UUID_KEY_LEN) != 0)
-            break;
-        if (key.mv_size != ORG_INSTANCE_KEY_LEN)
-            return -EBADMSG;
-
-        MDB_val instance_key = {.mv_size = UUID_KEY_LEN,
-                                .mv_data = (char *)key.mv_data + UUID_KEY_LEN};
-        MDB_val instance_data;
-        r = store_error(mdb_get(txn, store->instances, &instance_key, &instance_data));
-        if (r == -ENOENT)
-            return -EBADMSG; /* an index entry without its record */
-        if (r < 0)
-            return r;
-        r = array_grow((void **)&instances, &allocated, count, sizeof(*instances));
-        if (r < 0)
-            return r;
-        r = instance_decode(&instance_key, &instance_data, &instances[count]);
-        if (r < 0)
-            return r;
-        /* Never hand one org another org's instance, whatever the index says. */
-        if (strcmp(instances[count].org_uuid, org) != 0)
-            return -EBADMSG;
-        count++;
-    }
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-        return store_error(rc);
-
-    *ret_instances = TAKE_PTR(instances);
-    *ret_count = count;
-    return 0;
-}
-
-static int instance_list_all(Store *store, MDB_txn *txn, StoreInstance **ret_instances,
-                             size_t *ret_count)
-{
-    _cleanup_free_ StoreInstance *instances = NULL;
-    size_t count = 0, allocated = 0;
-    MDB_val key, data;
-
-    _cleanup_cursor_ MDB_cursor *cursor = NULL;
-    int r = store_error(mdb_cursor_open(txn, store->instances, &cursor));
-    if (r < 0)
-        return r;
-
-    int rc;
-    for (rc = mdb_cursor_get(cursor, &key, &data, MDB_FIRST); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
-        r = array_grow((void **)&instances, &allocated, count, sizeof(*instances));
-        if (r < 0)
-            return r;
-        r = instance_decode(&key, &data, &instances[count]);
-        if (r < 0)
-            return r;
-        count++;
-    }
-    if (rc != MDB_NOTFOUND)
-        return store_error(rc);
-
-    *ret_instances = TAKE_PTR(instances);
-    *ret_count = count;
-    return 0;
+    return record_delete(store, store->instances, instance_uuid, store->org_instances,
+                         instance_link);
 }
 
 int store_instance_list(Store *store, const char *org_uuid, StoreInstance **ret_instances,
@@ -920,22 +1011,15 @@ int store_instance_list(Store *store, const char *org_uuid, StoreInstance **ret_
     if (org_uuid && uuid_normalize(org_uuid, org) < 0)
         return -EINVAL;
 
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_begin(store, false, &txn);
-    if (r < 0)
-        return r;
-    _cleanup_free_ StoreInstance *instances = NULL;
-    size_t count = 0;
-    if (org_uuid)
-        r = instance_list_org(store, txn, org, &instances, &count);
-    else
-        r = instance_list_all(store, txn, &instances, &count);
-    if (r < 0)
-        return r;
-
-    if (count > 1)
-        qsort(instances, count, sizeof(*instances), instance_compare);
-    *ret_instances = TAKE_PTR(instances);
-    *ret_count = count;
-    return 0;
+    /* One org's instances are found through org_instances: a range scan from the org's prefix. */
+    const Scan scan = org_uuid ? (Scan){.dbi = store->org_instances,
+                                        .type = &instance_record,
+                                        .org = org,
+                                        .org_range = true,
+                                        .entry = org_instance_entry,
+                                        .compare = instance_compare}
+                               : (Scan){.dbi = store->instances,
+                                        .type = &instance_record,
+                                        .compare = instance_compare};
+    return scan_list(store, &scan, (void **)ret_instances, ret_count);
 }

@@ -16,6 +16,8 @@
 #define STORE_ORG_NAME_MAX 64
 #define STORE_IMAGE_NAME_MAX 64
 #define STORE_SIZE_NAME_MAX 15
+/* Concurrent read transactions across all processes; above config's max_connections cap. */
+#define STORE_MAX_READERS 4096
 
 typedef struct Store Store;
 
@@ -69,9 +71,9 @@ int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org); /* -EN
 /* All orgs ordered by uuid; *ret_orgs is malloc'd (NULL when none). */
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count);
 
-int store_token_add(Store *store, const StoreToken *token);   /* -ENOENT if no such org */
+int store_token_add(Store *store, const StoreToken *token); /* -ENOENT if no such org */
 int store_token_lookup(Store *store, const uint8_t hash[AUTH_HASH_LEN],
-                       StoreToken *ret_token);               /* -ENOENT */
+                       StoreToken *ret_token);              /* -ENOENT */
 int store_token_revoke(Store *store, const char *token_id); /* -ENOENT */
 /* org_uuid NULL lists every org's tokens. */
 int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens,
@@ -79,6 +81,8 @@ int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens
 
 /* Inserts; -EEXIST if the uuid is taken, -ENOENT if the org is missing. */
 int store_instance_insert(Store *store, const StoreInstance *instance);
+/* The same, but -EDQUOT when max_total (0: no cap) records exist already, in any state. */
+int store_instance_insert_capped(Store *store, const StoreInstance *instance, size_t max_total);
 int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *ret_instance);
 /*
  * Compare-and-set of the state, so two requests cannot both win a

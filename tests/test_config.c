@@ -235,7 +235,7 @@ static void test_unsigned_bounds(void **state)
         unsigned max;
         const char *max_text, *over_text;
     } keys[] = {
-        {"max_connections", offsetof(Config, max_connections), 100000, "100000", "100001"},
+        {"max_connections", offsetof(Config, max_connections), 4000, "4000", "4001"},
         {"max_connections_per_ip", offsetof(Config, max_connections_per_ip), 100000, "100000",
          "100001"},
         {"connection_timeout", offsetof(Config, connection_timeout), 3600, "3600", "3601"},
@@ -365,7 +365,7 @@ static void test_load_errors(void **state)
     load_bad(c, "data_dir = var/lib/legba\n", 1, "absolute path");
     load_bad(c, "accel\n", 1, "expected 'key = value'");
     load_bad(c, "accel = fast\n", 1, "auto, kvm or tcg");
-    load_bad(c, "max_connections = 0\n", 1, "from 1 to 100000");
+    load_bad(c, "max_connections = 0\n", 1, "from 1 to 4000");
     load_bad(c, "connection_timeout = 3601 # an hour\n", 1, "connection_timeout");
     /* a failed file changes nothing, even the lines before the bad one */
     assert_int_equal(c->max_instances, 64);

@@ -1023,6 +1023,57 @@ static void test_two_processes(void **state)
     assert_int_equal(got.created_at, 149);
 }
 
+typedef struct {
+    Store *store;
+    char uuid[UUID_STR_LEN];
+    int result;
+} CappedRacer;
+
+static void *race_capped_insert(void *arg)
+{
+    CappedRacer *racer = arg;
+    StoreInstance instance = new_instance(racer->uuid, ORG_A, 1);
+    racer->result = store_instance_insert_capped(racer->store, &instance, 3);
+    return NULL;
+}
+
+/* The cap counts every record, and concurrent inserts never overshoot it. */
+static void test_instance_insert_capped(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+
+    enum { RACERS = 12 };
+    CappedRacer racers[RACERS];
+    pthread_t threads[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        racers[i] = (CappedRacer){.store = f->store};
+        snprintf(racers[i].uuid, sizeof(racers[i].uuid), "4e000000-0000-4000-8000-%012d", i);
+        assert_int_equal(pthread_create(&threads[i], NULL, race_capped_insert, &racers[i]), 0);
+    }
+    int created = 0, refused = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(threads[i], NULL);
+        created += racers[i].result == 0;
+        refused += racers[i].result == -EDQUOT;
+    }
+    assert_int_equal(created, 3);
+    assert_int_equal(refused, RACERS - 3);
+
+    /* A deleted record frees its place; 0 means no cap. */
+    for (int i = 0; i < RACERS; i++) {
+        if (racers[i].result == 0) {
+            assert_int_equal(store_instance_delete(f->store, racers[i].uuid), 0);
+            break;
+        }
+    }
+    StoreInstance one = new_instance("4e000000-0000-4000-8000-000000000100", ORG_A, 2);
+    assert_int_equal(store_instance_insert_capped(f->store, &one, 3), 0);
+    StoreInstance two = new_instance("4e000000-0000-4000-8000-000000000101", ORG_A, 2);
+    assert_int_equal(store_instance_insert_capped(f->store, &two, 3), -EDQUOT);
+    assert_int_equal(store_instance_insert_capped(f->store, &two, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1039,6 +1090,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_list_by_org_and_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_insert_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_insert_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_insert_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_isolated_per_org, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_transition, setup, teardown),
