@@ -47,8 +47,10 @@ static bool visible(const StoreInstance *instance)
 
 static cJSON *instance_to_json(const StoreInstance *instance)
 {
-    char created[UTIL_ISO8601_LEN];
+    char created[UTIL_ISO8601_LEN], ready[UTIL_ISO8601_LEN];
     util_format_iso8601(instance->created_at, created);
+    if (instance->ready_at)
+        util_format_iso8601(instance->ready_at, ready);
     cJSON *json = cJSON_CreateObject();
     if (!json || !cJSON_AddStringToObject(json, "instance_uuid", instance->uuid) ||
         !cJSON_AddStringToObject(json, "status", status_name(instance->state)) ||
@@ -56,7 +58,12 @@ static cJSON *instance_to_json(const StoreInstance *instance)
         !cJSON_AddStringToObject(json, "size", instance->size) ||
         !cJSON_AddStringToObject(json, "created_at", created) ||
         /* The console that serves access_url is not part of this release. */
-        !cJSON_AddNullToObject(json, "access_url")) {
+        !cJSON_AddNullToObject(json, "access_url") ||
+        !(instance->start_url[0] ? cJSON_AddStringToObject(json, "start_url", instance->start_url)
+                                 : cJSON_AddNullToObject(json, "start_url")) ||
+        !cJSON_AddBoolToObject(json, "ready", instance->ready_at != 0) ||
+        !(instance->ready_at ? cJSON_AddStringToObject(json, "ready_at", ready)
+                             : cJSON_AddNullToObject(json, "ready_at"))) {
         cJSON_Delete(json);
         return NULL;
     }
@@ -124,6 +131,7 @@ static int render_domain(const Api *api, const StoreInstance *instance, const Im
         {"kernel", kernel ? image->kernel_path : NULL},
         {"initrd", kernel ? image->initrd_path : NULL},
         {"cmdline", kernel ? image->cmdline : NULL},
+        {"guest_forward", api->config->guest_forward},
     };
     const char *tmpl = domain_templates_get(api->templates, instance->size);
     if (!tmpl)
@@ -203,6 +211,8 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     snprintf(instance.org_uuid, sizeof(instance.org_uuid), "%s", org_uuid);
     snprintf(instance.image, sizeof(instance.image), "%s", image->name);
     snprintf(instance.size, sizeof(instance.size), "%s", body.size);
+    if (body.start_url)
+        snprintf(instance.start_url, sizeof(instance.start_url), "%s", body.start_url);
     int r = uuid_generate(instance.uuid);
     if (r >= 0)
         r = store_instance_insert_capped(api->store, &instance, api->config->max_instances);
@@ -259,6 +269,8 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
         goto cleanup;
     }
 
+    if (api->agents && agent_hub_watch(api->agents, instance.uuid, instance.start_url) < 0)
+        log_warn("instance %s: cannot watch its guest agent; ready stays false", instance.uuid);
     log_info("instance %s: created for org %s (image %s, size %s)", instance.uuid, org_uuid,
              instance.image, instance.size);
     if (asprintf(&response->location, "/orgs/%s/api/instances/%s", org_uuid, instance.uuid) < 0)
@@ -352,6 +364,7 @@ static void instance_delete(Api *api, const Route *route, HttpResponse *response
         return;
     }
 
+    agent_hub_forget(api->agents, instance.uuid);
     _cleanup_free_ char *why = NULL;
     r = virt_domain_remove(api->virt, instance.uuid, &why);
     if (r < 0 && r != -ENOENT) {
@@ -463,4 +476,28 @@ void api_on_lifecycle(void *userdata, const char *instance_uuid, VirtDomainState
     if (store_instance_transition(api->store, instance_uuid, from, to, NULL) == 0)
         log_info("instance %s: domain %s", instance_uuid,
                  to == INSTANCE_RUNNING ? "started" : "stopped");
+}
+
+void api_on_ready(void *userdata, const char *instance_uuid)
+{
+    Api *api = userdata;
+    StoreInstance instance;
+    int64_t now = time(NULL);
+    int r = store_instance_set_ready(api->store, instance_uuid, now, &instance);
+    if (r == 0)
+        log_info("instance %s: guest reports its page drawn, %lld s after create", instance_uuid,
+                 (long long)(now - instance.created_at));
+    else if (r != -EALREADY && r != -ENOENT)
+        log_error("instance %s: cannot record ready: %s", instance_uuid, strerror(-r));
+}
+
+void api_watch_unready(Api *api)
+{
+    _cleanup_free_ StoreInstance *instances = NULL;
+    size_t count = 0;
+    if (!api->agents || store_instance_list(api->store, NULL, &instances, &count) < 0)
+        return;
+    for (size_t i = 0; i < count; i++)
+        if (instances[i].state == INSTANCE_RUNNING && instances[i].ready_at == 0)
+            agent_hub_watch(api->agents, instances[i].uuid, instances[i].start_url);
 }

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 
+#include "agent.h"
 #include "config.h"
 #include "http.h"
 #include "image.h"
@@ -22,6 +23,7 @@ typedef struct {
     const DomainTemplates *templates;
     bool kvm;
     const char *install_id; /* written into every domain's metadata */
+    AgentHub *agents;       /* NULL: nobody waits for guests to report ready */
 } Api;
 
 /*
@@ -33,6 +35,12 @@ unsigned api_check_catalog(const Api *api);
 
 /* HttpHandler for the whole API; userdata is an Api. */
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response);
+
+/* AgentReadyFn: the guest drew its page; records ready_at. */
+void api_on_ready(void *userdata, const char *instance_uuid);
+
+/* Watches the agent of every running instance whose guest has not reported ready yet. */
+void api_watch_unready(Api *api);
 
 /* Lifecycle events from libvirt: keeps a record's running/stopped in step. */
 void api_on_lifecycle(void *userdata, const char *instance_uuid, VirtDomainState state);

@@ -1,6 +1,7 @@
 #include "api_request.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,8 +49,97 @@ bool api_content_type_is_json(const char *content_type)
     return *rest == '\0' || *rest == ';';
 }
 
+/* A host: a DNS name of letters, digits, '-' and '.', an IPv4 address, or [IPv6]. */
+static bool host_is_valid(const char *host, size_t len)
+{
+    if (len == 0 || len > 253)
+        return false;
+    if (host[0] == '[') {
+        if (len < 3 || host[len - 1] != ']')
+            return false;
+        for (size_t i = 1; i < len - 1; i++)
+            if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
+                return false;
+        return true;
+    }
+    if (host[0] == '.' || host[0] == '-' || host[len - 1] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = host[i];
+        if (!isalnum((unsigned char)c) && c != '-' && c != '.')
+            return false;
+        if (c == '.' && i + 1 < len && host[i + 1] == '.')
+            return false;
+    }
+    return true;
+}
+
+bool api_url_is_valid(const char *url, const char **ret_why)
+{
+    const char *why = NULL;
+    size_t len = strnlen(url, API_URL_MAX + 1);
+    const char *rest;
+    if (len == 0 || len > API_URL_MAX) {
+        why = "must be 1 to 2048 characters";
+        goto out;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("\"<>\\^`{|}", c)) {
+            why = "may contain only printable ASCII without spaces or quotes "
+                  "(percent-encode the rest)";
+            goto out;
+        }
+    }
+    if (strncasecmp(url, "http://", 7) == 0)
+        rest = url + 7;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        rest = url + 8;
+    else {
+        why = "must start with http:// or https://";
+        goto out;
+    }
+    size_t authority = strcspn(rest, "/?#");
+    if (memchr(rest, '@', authority)) {
+        why = "may not carry a user name or password";
+        goto out;
+    }
+    /* The port is after the last ':' outside an IPv6 literal. */
+    const char *close = memchr(rest, ']', authority);
+    const char *colon = NULL;
+    for (const char *p = close ? close : rest; p < rest + authority; p++)
+        if (*p == ':')
+            colon = p;
+    size_t host_len = colon ? (size_t)(colon - rest) : authority;
+    if (!host_is_valid(rest, host_len)) {
+        why = "must name a host";
+        goto out;
+    }
+    if (colon) {
+        size_t digits = (size_t)(rest + authority - colon - 1);
+        unsigned long port = 0;
+        for (size_t i = 1; i <= digits; i++) {
+            if (!isdigit((unsigned char)colon[i])) {
+                digits = 0;
+                break;
+            }
+            port = port * 10 + (unsigned long)(colon[i] - '0');
+            if (port > 65535)
+                break;
+        }
+        if (digits == 0 || digits > 5 || port == 0 || port > 65535) {
+            why = "has an invalid port";
+            goto out;
+        }
+    }
+out:
+    if (why && ret_why)
+        *ret_why = why;
+    return why == NULL;
+}
+
 /* The fields a create request may carry; anything else is refused, not ignored. */
-static const char *const create_fields[] = {"image", "size"};
+static const char *const create_fields[] = {"image", "size", "start_url"};
 
 int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret_request,
                              ApiError *ret_error)
@@ -95,9 +185,10 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
         }
         if (!known) {
             r = printable_ascii(item->string, 64)
-                    ? fail(ret_error, "unknown_field", "unknown field '%s'; allowed: image, size",
-                           item->string)
-                    : fail(ret_error, "unknown_field", "unknown field; allowed: image, size");
+                    ? fail(ret_error, "unknown_field",
+                           "unknown field '%s'; allowed: image, size, start_url", item->string)
+                    : fail(ret_error, "unknown_field",
+                           "unknown field; allowed: image, size, start_url");
             goto cleanup;
         }
     }
@@ -121,11 +212,24 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
         goto cleanup;
     }
 
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(root, "start_url");
+    const char *why;
+    if (url && !cJSON_IsNull(url) && !cJSON_IsString(url)) {
+        r = fail(ret_error, "invalid_type", "field 'start_url' must be a string");
+        goto cleanup;
+    }
+    if (cJSON_IsString(url) && !api_url_is_valid(url->valuestring, &why)) {
+        r = fail(ret_error, "invalid_start_url", "start_url: %s", why);
+        goto cleanup;
+    }
+
     char *image_copy = strdup(image->valuestring);
     char *size_copy = strdup(size->valuestring);
-    if (!image_copy || !size_copy) {
+    char *url_copy = cJSON_IsString(url) ? strdup(url->valuestring) : NULL;
+    if (!image_copy || !size_copy || (cJSON_IsString(url) && !url_copy)) {
         free(image_copy);
         free(size_copy);
+        free(url_copy);
         ret_error->status = 500;
         ret_error->code = "internal";
         snprintf(ret_error->message, sizeof(ret_error->message), "out of memory");
@@ -134,6 +238,7 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
     }
     ret_request->image = image_copy;
     ret_request->size = size_copy;
+    ret_request->start_url = url_copy;
 
 cleanup:
     cJSON_Delete(root);
@@ -146,5 +251,6 @@ void api_create_request_done(ApiCreateRequest *request)
         return;
     free(request->image);
     free(request->size);
-    request->image = request->size = NULL;
+    free(request->start_url);
+    request->image = request->size = request->start_url = NULL;
 }

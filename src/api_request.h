@@ -13,13 +13,24 @@ typedef struct {
     char message[256];
 } ApiError;
 
+/* Longest start_url accepted. */
+#define API_URL_MAX 2048
+
 typedef struct {
     char *image;
     char *size;
+    char *start_url; /* NULL when not given */
 } ApiCreateRequest;
 
 /* True for "application/json", any case, optionally followed by parameters. */
 bool api_content_type_is_json(const char *content_type);
+
+/*
+ * Whether url may be handed to a guest's browser: http or https, a host
+ * (name, IPv4 or [IPv6]) without user info, an optional port, then only
+ * printable ASCII that needs no quoting. *ret_why says what is wrong.
+ */
+bool api_url_is_valid(const char *url, const char **ret_why);
 
 /* 0, or -EINVAL with *ret_error filled. ret_request is untouched on failure. */
 int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret_request,

@@ -28,7 +28,8 @@ typedef enum {
     CONFIG_UNSIGNED, /* decimal, within [min, max] */
     CONFIG_ACCEL,
     CONFIG_LOG_LEVEL,
-    CONFIG_LISTEN, /* "ADDR:PORT" into listen_address + listen_port */
+    CONFIG_LISTEN,   /* "ADDR:PORT" into listen_address + listen_port */
+    CONFIG_LOOPBACK, /* "" or "127.x.y.z:PORT": an endpoint on this host's loopback only */
 } ConfigType;
 
 typedef struct {
@@ -61,12 +62,14 @@ static const ConfigKey config_keys[] = {
      "a number of seconds from 1 to 3600"},
     {"max_instances", CONFIG_UNSIGNED, FIELD(max_instances), 1, 100000,
      "a whole number from 1 to 100000"},
+    {"guest_forward", CONFIG_LOOPBACK, FIELD(guest_forward), 0, 0,
+     "empty, or 127.X.Y.Z:PORT (a loopback address and a port 1..65535)"},
 };
 
 /* Every heap string in a Config, so free and copy cannot miss one. */
 static const size_t config_strings[] = {
-    FIELD(listen_address), FIELD(libvirt_uri), FIELD(data_dir),
-    FIELD(images_dir),     FIELD(domains_dir), FIELD(public_url),
+    FIELD(listen_address), FIELD(libvirt_uri), FIELD(data_dir),      FIELD(images_dir),
+    FIELD(domains_dir),    FIELD(public_url),  FIELD(guest_forward),
 };
 
 static const char *const accel_names[] = {
@@ -109,9 +112,13 @@ int config_init(Config *config)
         size_t offset;
         const char *value;
     } defaults[] = {
-        {FIELD(listen_address), "127.0.0.1"},    {FIELD(libvirt_uri), "qemu:///system"},
-        {FIELD(data_dir), "/var/lib/legba"},     {FIELD(images_dir), "/var/lib/legba/images"},
-        {FIELD(domains_dir), LEGBA_DOMAINS_DIR}, {FIELD(public_url), ""},
+        {FIELD(listen_address), "127.0.0.1"},
+        {FIELD(libvirt_uri), "qemu:///system"},
+        {FIELD(data_dir), "/var/lib/legba"},
+        {FIELD(images_dir), "/var/lib/legba/images"},
+        {FIELD(domains_dir), LEGBA_DOMAINS_DIR},
+        {FIELD(public_url), ""},
+        {FIELD(guest_forward), ""},
     };
 
     Config c = {
@@ -281,6 +288,33 @@ static int parse_url(const char *text, char **ret)
     return 0;
 }
 
+/*
+ * "127.X.Y.Z:PORT" in its plain numeric form (it goes into a QEMU option
+ * string, so nothing but digits, dots and one colon), or "".
+ */
+static int parse_loopback(const char *text, char **ret)
+{
+    if (*text != '\0') {
+        struct in_addr addr;
+        char host[INET_ADDRSTRLEN + 1];
+        const char *colon = strrchr(text, ':');
+        if (!colon || (size_t)(colon - text) > INET_ADDRSTRLEN ||
+            strspn(text, "0123456789.:") != strlen(text))
+            return -EINVAL;
+        memcpy(host, text, (size_t)(colon - text));
+        host[colon - text] = '\0';
+        unsigned port;
+        if (inet_pton(AF_INET, host, &addr) != 1 || (ntohl(addr.s_addr) >> 24) != 127 ||
+            parse_unsigned(colon + 1, 1, 65535, &port) < 0)
+            return -EINVAL;
+    }
+    char *copy = strdup(text);
+    if (!copy)
+        return -ENOMEM;
+    *ret = copy;
+    return 0;
+}
+
 /* Parses into locals and stores only on success: a rejected value leaves the config as it was. */
 static int config_apply(Config *config, const ConfigKey *k, const char *value)
 {
@@ -296,6 +330,9 @@ static int config_apply(Config *config, const ConfigKey *k, const char *value)
         break;
     case CONFIG_URL:
         r = parse_url(value, &text);
+        break;
+    case CONFIG_LOOPBACK:
+        r = parse_loopback(value, &text);
         break;
     case CONFIG_UNSIGNED: {
         unsigned v;

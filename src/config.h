@@ -22,6 +22,12 @@ typedef struct {
     char *images_dir;     /* "/var/lib/legba/images" */
     char *domains_dir;    /* LEGBA_DOMAINS_DIR */
     char *public_url;     /* base of access_url; "" = http://<listen> */
+    /*
+     * "" (default): guests have no network interface. "127.X.Y.Z:PORT":
+     * each guest gets QEMU user-mode networking with restrict=on, whose only
+     * way out is http://10.0.2.100:80/ forwarded to this loopback endpoint.
+     */
+    char *guest_forward;
     AccelMode accel;
     LogLevel log_level;
     unsigned max_connections;        /* 256 */

@@ -135,6 +135,7 @@ int main(int argc, char **argv)
     ImageCatalog *images = NULL;
     DomainTemplates *templates = NULL;
     HttpServer *server = NULL;
+    AgentHub *agents = NULL;
     _cleanup_free_ char *error = NULL;
     _cleanup_free_ char *accel_reason = NULL;
     _cleanup_close_ int lock_fd = -1;
@@ -224,10 +225,17 @@ int main(int argc, char **argv)
         goto out;
     }
     api.virt = virt;
+    r = agent_hub_new(virt, api_on_ready, &api, &agents);
+    if (r < 0) {
+        log_error("cannot start the guest agent thread: %s", strerror(-r));
+        goto out;
+    }
+    api.agents = agents;
 
     r = reconcile_run(store, virt, config.data_dir, install_id, NULL);
     if (r < 0)
         log_warn("reconcile left work undone; it is retried at the next start");
+    api_watch_unready(&api);
 
     HttpServerOptions http = {
         .address = config.listen_address,
@@ -254,6 +262,7 @@ int main(int argc, char **argv)
 
 out:
     http_server_stop(server);
+    agent_hub_free(agents);
     virt_close(virt);
     image_catalog_free(images);
     domain_templates_free(templates);

@@ -9,7 +9,8 @@
  *   tokens         SHA-256 of the token (32 raw bytes)   {"id","org_uuid","created_at"}
  *   token_ids      token id                              SHA-256 of the token (32 raw bytes)
  *   instances      instance_uuid                         {"org_uuid","image","size","state",
- *                                                         "created_at","updated_at"}
+ *                                                         "created_at","updated_at",
+ *                                                         "start_url","ready_at"}
  *   org_instances  org_uuid ‖ instance_uuid (72 bytes)   empty
  *
  * - Every uuid in a key or a value is the canonical lowercase 8-4-4-4-12 text,
@@ -274,12 +275,18 @@ static int json_get_time(const cJSON *json, const char *name, int64_t *ret)
     return 0;
 }
 
-/* Replaces a field in place, so fields this version does not know survive a rewrite. */
+/*
+ * Replaces a field in place (or adds it to a record written before it
+ * existed), so fields this version does not know survive a rewrite.
+ */
 static int json_set(cJSON *json, const char *name, cJSON *item)
 {
     if (!item)
         return -ENOMEM;
-    if (!cJSON_ReplaceItemInObjectCaseSensitive(json, name, item)) {
+    bool ok = cJSON_HasObjectItem(json, name)
+                  ? cJSON_ReplaceItemInObjectCaseSensitive(json, name, item)
+                  : cJSON_AddItemToObject(json, name, item);
+    if (!ok) {
         cJSON_Delete(item);
         return -ENOMEM;
     }
@@ -303,11 +310,13 @@ static int put_json(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, const cJSON *json, 
  * a field of one kind is treated.
  */
 typedef enum {
-    FIELD_UUID,  /* char[UUID_STR_LEN], canonical lowercase */
-    FIELD_TEXT,  /* char[size], 1 to size - 1 bytes */
-    FIELD_TIME,  /* int64_t, a whole JSON number */
-    FIELD_STATE, /* InstanceState, by its name */
-    FIELD_HASH,  /* uint8_t[AUTH_HASH_LEN]; only ever a key */
+    FIELD_UUID,     /* char[UUID_STR_LEN], canonical lowercase */
+    FIELD_TEXT,     /* char[size], 1 to size - 1 bytes */
+    FIELD_TIME,     /* int64_t, a whole JSON number */
+    FIELD_STATE,    /* InstanceState, by its name */
+    FIELD_HASH,     /* uint8_t[AUTH_HASH_LEN]; only ever a key */
+    FIELD_OPT_TEXT, /* char[size], 0 to size - 1 bytes; "" when absent from the value */
+    FIELD_OPT_TIME, /* int64_t; 0 when absent from the value */
 } FieldType;
 
 typedef struct {
@@ -331,7 +340,7 @@ typedef struct {
 typedef struct {
     size_t size;
     Field key;
-    Field fields[7]; /* up to the first without a name */
+    Field fields[9]; /* up to the first without a name */
 } RecordType;
 
 /* Room for a record of any type, so a copy can be built before it is handed out. */
@@ -354,11 +363,17 @@ static int field_check(const Field *field, const void *src, void *dst)
             return -EINVAL;
         memcpy(to, from, strnlen(from, field->size - 1));
         return 0;
+    case FIELD_OPT_TEXT:
+        if (strnlen(from, field->size) == field->size)
+            return -EINVAL;
+        memcpy(to, from, strnlen(from, field->size - 1));
+        return 0;
     case FIELD_STATE:
         if (!instance_state_to_string(*(const InstanceState *)from))
             return -EINVAL;
         break;
     case FIELD_TIME:
+    case FIELD_OPT_TIME:
     case FIELD_HASH:
         break;
     }
@@ -374,11 +389,13 @@ static bool field_encode(const Field *field, const void *record, cJSON *json)
     switch (field->type) {
     case FIELD_UUID:
     case FIELD_TEXT:
+    case FIELD_OPT_TEXT:
         return cJSON_AddStringToObject(json, field->name, value) != NULL;
     case FIELD_STATE:
         state = instance_state_to_string(*(const InstanceState *)value);
         return cJSON_AddStringToObject(json, field->name, state) != NULL;
     case FIELD_TIME:
+    case FIELD_OPT_TIME:
         return cJSON_AddNumberToObject(json, field->name, (double)*(const int64_t *)value) != NULL;
     case FIELD_HASH:
         break;
@@ -397,6 +414,25 @@ static int field_decode(const Field *field, const cJSON *json, void *record)
     case FIELD_TEXT:
         return json_get_string(json, field->name, value, field->size);
     case FIELD_TIME:
+        return json_get_time(json, field->name, value);
+    case FIELD_OPT_TEXT:
+        /* Records written before the field existed simply lack it. */
+        if (!cJSON_HasObjectItem(json, field->name)) {
+            *(char *)value = '\0';
+            return 0;
+        }
+        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(json, field->name)))
+            return -EBADMSG;
+        if (cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, field->name))[0] == '\0') {
+            *(char *)value = '\0';
+            return 0;
+        }
+        return json_get_string(json, field->name, value, field->size);
+    case FIELD_OPT_TIME:
+        if (!cJSON_HasObjectItem(json, field->name)) {
+            *(int64_t *)value = 0;
+            return 0;
+        }
         return json_get_time(json, field->name, value);
     case FIELD_STATE:
         if (json_get_string(json, field->name, state, sizeof(state)) < 0 ||
@@ -712,7 +748,9 @@ static const RecordType instance_record = {
     KEY(StoreInstance, uuid, FIELD_UUID),
     {FIELD(StoreInstance, org_uuid, FIELD_UUID), FIELD(StoreInstance, image, FIELD_TEXT),
      FIELD(StoreInstance, size, FIELD_TEXT), FIELD(StoreInstance, state, FIELD_STATE),
-     FIELD(StoreInstance, created_at, FIELD_TIME), FIELD(StoreInstance, updated_at, FIELD_TIME)},
+     FIELD(StoreInstance, created_at, FIELD_TIME), FIELD(StoreInstance, updated_at, FIELD_TIME),
+     FIELD(StoreInstance, start_url, FIELD_OPT_TEXT),
+     FIELD(StoreInstance, ready_at, FIELD_OPT_TIME)},
 };
 
 /* The org_instances key for an instance: org_uuid ‖ instance_uuid. */
@@ -985,6 +1023,46 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
     if (r < 0)
         return r;
     r = json_set(json, "updated_at", cJSON_CreateNumber((double)current.updated_at));
+    if (r < 0)
+        return r;
+    r = put_json(txn, store->instances, &key, json, 0);
+    if (r < 0)
+        return r;
+    r = txn_commit(&txn);
+    if (r < 0)
+        return r;
+    if (ret_instance)
+        *ret_instance = current;
+    return 0;
+}
+
+int store_instance_set_ready(Store *store, const char *instance_uuid, int64_t ready_at,
+                             StoreInstance *ret_instance)
+{
+    char uuid[UUID_STR_LEN];
+    MDB_val key, data;
+    if (ready_at <= 0)
+        return -EINVAL;
+
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_get_for_update(store, store->instances, instance_uuid, uuid, &key, &data, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_json_ cJSON *json = NULL;
+    r = json_parse(&data, &json);
+    if (r < 0)
+        return r;
+    StoreInstance current;
+    r = record_decode(&instance_record, &key, json, &current);
+    if (r < 0)
+        return r;
+    if (current.ready_at != 0) {
+        if (ret_instance)
+            *ret_instance = current;
+        return -EALREADY;
+    }
+    current.ready_at = ready_at;
+    r = json_set(json, "ready_at", cJSON_CreateNumber((double)ready_at));
     if (r < 0)
         return r;
     r = put_json(txn, store->instances, &key, json, 0);

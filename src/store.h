@@ -16,6 +16,7 @@
 #define STORE_ORG_NAME_MAX 64
 #define STORE_IMAGE_NAME_MAX 64
 #define STORE_SIZE_NAME_MAX 15
+#define STORE_URL_MAX 2048
 /* Concurrent read transactions across all processes; above config's max_connections cap. */
 #define STORE_MAX_READERS 4096
 
@@ -51,6 +52,8 @@ typedef struct {
     InstanceState state;
     int64_t created_at;
     int64_t updated_at;
+    char start_url[STORE_URL_MAX + 1]; /* "" when none was asked for */
+    int64_t ready_at;                  /* when the guest first drew its page; 0 = not yet */
 } StoreInstance;
 
 const char *instance_state_to_string(InstanceState state);
@@ -91,6 +94,12 @@ int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *r
  */
 int store_instance_transition(Store *store, const char *instance_uuid, InstanceState expected,
                               InstanceState next, StoreInstance *ret_instance);
+/*
+ * Records the first time the guest reported its page drawn. -EALREADY (with
+ * ret_instance filled, when not NULL) if it was recorded before; -ENOENT.
+ */
+int store_instance_set_ready(Store *store, const char *instance_uuid, int64_t ready_at,
+                             StoreInstance *ret_instance);
 int store_instance_delete(Store *store, const char *instance_uuid); /* -ENOENT */
 /* org_uuid NULL lists all; ordered by created_at then uuid within an org. */
 int store_instance_list(Store *store, const char *org_uuid, StoreInstance **ret_instances,

@@ -350,6 +350,65 @@ int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, ch
     return 0;
 }
 
+/* The value of attr='…' (or "…") inside the element text [start, end), malloc'd; NULL if absent. */
+static char *xml_attr(const char *start, const char *end, const char *attr)
+{
+    char needle[32];
+    snprintf(needle, sizeof(needle), " %s=", attr);
+    size_t nlen = strlen(needle);
+    for (const char *p = start; p && p + nlen < end; p++) {
+        p = memmem(p, (size_t)(end - p), needle, nlen);
+        if (!p)
+            return NULL;
+        char quote = p[nlen];
+        if (quote != '\'' && quote != '"')
+            continue;
+        const char *value = p + nlen + 1;
+        const char *close = memchr(value, quote, (size_t)(end - value));
+        if (!close)
+            return NULL;
+        return strndup(value, (size_t)(close - value));
+    }
+    return NULL;
+}
+
+int virt_domain_agent_socket(Virt *virt, const char *instance_uuid, const char *name,
+                             char **ret_path)
+{
+    virDomainPtr dom = lookup(virt, instance_uuid);
+    if (!dom)
+        return -ENOENT;
+    _cleanup_free_ char *xml = virDomainIsActive(dom) == 1 ? virDomainGetXMLDesc(dom, 0) : NULL;
+    virDomainFree(dom);
+    if (!xml)
+        return -ENOENT;
+    /* libvirt writes each channel as <channel type='unix'> <source … path='…'/> <target …
+     * name='…'/>. */
+    for (const char *p = strstr(xml, "<channel type='unix'>"); p;
+         p = strstr(p + 1, "<channel type='unix'>")) {
+        const char *end = strstr(p, "</channel>");
+        if (!end)
+            break;
+        const char *target = memmem(p, (size_t)(end - p), "<target ", 8);
+        const char *source = memmem(p, (size_t)(end - p), "<source ", 8);
+        if (!target || !source)
+            continue;
+        _cleanup_free_ char *target_name = xml_attr(target, end, "name");
+        if (!target_name || strcmp(target_name, name) != 0)
+            continue;
+        char *path = xml_attr(source, target > source ? target : end, "path");
+        if (!path)
+            return -ENOENT;
+        if (path[0] != '/') {
+            free(path);
+            return -ENOENT;
+        }
+        *ret_path = path;
+        return 0;
+    }
+    return -ENOENT;
+}
+
 int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd, char **ret_error)
 {
     virDomainPtr dom = lookup(virt, instance_uuid);

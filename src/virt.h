@@ -56,5 +56,12 @@ int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *re
                       char **ret_error);
 /* Every domain named like ours; *ret_domains malloc'd. */
 int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, char **ret_error);
+/*
+ * The host end of a running domain's virtio-serial port `name`: the unix
+ * socket libvirt made for it (from the live XML). -ENOENT when the domain
+ * or the port is not there (not running, or a driver without channels).
+ */
+int virt_domain_agent_socket(Virt *virt, const char *instance_uuid, const char *name,
+                             char **ret_path);
 /* A connected fd to the domain's VNC server, through libvirt (no listener on the host). */
 int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd, char **ret_error);

@@ -160,15 +160,17 @@ static const char *json_string(const cJSON *object, const char *name)
     return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
-/* An instance object with exactly the contract's fields. */
+/* An instance object with exactly the contract's fields, and the readiness fields. */
 static void assert_instance_object(const cJSON *json, const char *image, const char *size,
                                    const char *status)
 {
     static const char *const fields[] = {"instance_uuid", "status",     "image",
-                                         "size",          "created_at", "access_url"};
+                                         "size",          "created_at", "access_url",
+                                         "start_url",     "ready",      "ready_at"};
+    const size_t n_fields = sizeof(fields) / sizeof(fields[0]);
     assert_true(cJSON_IsObject(json));
-    assert_int_equal(cJSON_GetArraySize(json), 6);
-    for (size_t i = 0; i < 6; i++)
+    assert_int_equal(cJSON_GetArraySize(json), n_fields);
+    for (size_t i = 0; i < n_fields; i++)
         if (!cJSON_HasObjectItem(json, fields[i]))
             fail_msg("instance object lacks '%s'", fields[i]);
     const char *uuid = json_string(json, "instance_uuid");
@@ -180,6 +182,9 @@ static void assert_instance_object(const cJSON *json, const char *image, const c
     assert_created_at_recent(json_string(json, "created_at"));
     /* The console that serves access_url is not in this release: present, null. */
     assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "access_url")));
+    /* The fake driver has no guest to report a drawn page: never ready here. */
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(json, "ready")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "ready_at")));
 }
 
 /* POST a create that must succeed; checks the answer and returns the new uuid. */

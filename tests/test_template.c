@@ -279,7 +279,7 @@ static void test_load_real_templates(void **state)
     for (size_t i = 0; template_size_names[i]; i++) {
         const char *text = domain_templates_get(t, template_size_names[i]);
         assert_non_null(text);
-        assert_non_null(strstr(text, "<domain type='{{domain_type}}'>"));
+        assert_non_null(strstr(text, "<domain type='{{domain_type}}' "));
     }
     assert_string_equal(template_size_names[0], "small");
     assert_string_equal(template_size_names[1], "medium");
@@ -385,7 +385,10 @@ static const struct {
     const char *size;
     unsigned vcpus;
     unsigned long mib;
-} sizes[] = {{"small", 1, 1024}, {"medium", 2, 2048}, {"large", 4, 4096}};
+    const char *resolution;
+} sizes[] = {{"small", 1, 1024, "<resolution x='1280' y='720'/>"},
+             {"medium", 2, 2048, "<resolution x='1600' y='900'/>"},
+             {"large", 4, 4096, "<resolution x='1920' y='1080'/>"}};
 
 #define INSTANCE_UUID "6f1c2a4e-8b0d-4f3a-9c5e-1d2b3a4c5d6e"
 #define ORG_UUID "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
@@ -414,6 +417,7 @@ static char *render_domain(const char *tmpl, const char *size, const char *domai
         {"initrd", kernel ? "/var/lib/legba/images/chromium/initrd.img" : NULL},
         {"cmdline", kernel ? CMDLINE : NULL},
         {"kvm", kvm ? "1" : ""},
+        {"guest_forward", kernel ? "127.0.0.1:8000" : NULL},
     };
     return render_ok(tmpl, vars, ARRAY_SIZE(vars));
 }
@@ -450,6 +454,7 @@ static void test_kernel_without_initrd_or_cmdline(void **state)
         {"initrd", NULL},
         {"cmdline", NULL},
         {"kvm", NULL},
+        {"guest_forward", NULL},
     };
     char *xml = render_ok(domain_templates_get(t, "small"), vars, ARRAY_SIZE(vars));
     assert_contains(xml, "<kernel>/var/lib/legba/images/plain/vmlinuz</kernel>");
@@ -474,7 +479,7 @@ static void test_render_real_templates(void **state)
 
             assert_lacks(xml, "{{");
             assert_lacks(xml, "}}");
-            assert_contains(xml, kvm ? "<domain type='kvm'>" : "<domain type='qemu'>");
+            assert_contains(xml, kvm ? "<domain type='kvm' " : "<domain type='qemu' ");
             assert_contains(xml, "<name>legba-" INSTANCE_UUID "</name>");
             assert_contains(xml, "<uuid>" INSTANCE_UUID "</uuid>");
             assert_contains(xml, "xmlns:legba='" LEGBA_XMLNS "'");
@@ -495,6 +500,16 @@ static void test_render_real_templates(void **state)
             snprintf(expect, sizeof(expect), ">%u</vcpu>", sizes[i].vcpus);
             assert_contains(xml, expect);
             assert_contains(xml, "machine='q35'");
+            assert_contains(xml, sizes[i].resolution);
+            assert_contains(xml, "<target type='virtio' name='org.legba.agent.0'/>");
+            /* A NIC only with a forward, and then restricted to it. */
+            if (kernel) {
+                assert_contains(xml, "user,id=legbanet0,restrict=on,guestfwd=tcp:10.0.2.100:80-"
+                                     "tcp:127.0.0.1:8000");
+            } else {
+                assert_lacks(xml, "-netdev");
+            }
+            assert_lacks(xml, "<interface");
             assert_contains(xml, "arch='x86_64'");
             if (kvm) {
                 assert_contains(xml, "<cpu mode='host-passthrough'/>");
@@ -518,7 +533,7 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "<on_reboot>restart</on_reboot>");
             assert_contains(xml, "<on_crash>destroy</on_crash>");
             assert_contains(xml, "<listen type='none'/>");
-            assert_contains(xml, "<model type='virtio' heads='1' primary='yes'/>");
+            assert_contains(xml, "<model type='virtio' heads='1' primary='yes'>");
             assert_contains(xml, "<input type='tablet' bus='usb'/>");
             assert_contains(xml, "<input type='keyboard' bus='usb'/>");
             assert_contains(xml, "<controller type='usb' model='qemu-xhci'/>");
