@@ -420,6 +420,58 @@ static int authenticate(Api *api, const HttpRequest *request, char ret_org[UUID_
     return 0;
 }
 
+static void images_list(Api *api, HttpResponse *response)
+{
+    cJSON *json = cJSON_CreateObject();
+    cJSON *array = cJSON_AddArrayToObject(json, "images");
+    size_t n = image_catalog_count(api->images);
+    for (size_t i = 0; array && i < n; i++) {
+        const Image *image = image_catalog_get(api->images, i);
+        cJSON *item = cJSON_CreateObject();
+        if (!item || !cJSON_AddItemToArray(array, item) ||
+            !cJSON_AddStringToObject(item, "name", image->name) ||
+            !cJSON_AddStringToObject(item, "description",
+                                     image->description ? image->description : "") ||
+            !cJSON_AddStringToObject(item, "boot",
+                                     image->boot == IMAGE_BOOT_KERNEL ? "kernel" : "firmware")) {
+            array = NULL;
+        }
+    }
+    if (!array || !cJSON_AddNumberToObject(json, "total", (double)n)) {
+        cJSON_Delete(json);
+        internal_error(response);
+        return;
+    }
+    http_response_json(response, 200, json);
+}
+
+static void sizes_list(Api *api, HttpResponse *response)
+{
+    cJSON *json = cJSON_CreateObject();
+    cJSON *array = cJSON_AddArrayToObject(json, "sizes");
+    size_t n = 0;
+    for (; array && template_size_names[n]; n++) {
+        SizeInfo info;
+        cJSON *item = cJSON_CreateObject(), *screen;
+        if (domain_templates_describe(api->templates, template_size_names[n], &info) < 0 || !item ||
+            !cJSON_AddItemToArray(array, item) ||
+            !cJSON_AddStringToObject(item, "name", template_size_names[n]) ||
+            !cJSON_AddNumberToObject(item, "vcpus", info.vcpus) ||
+            !cJSON_AddNumberToObject(item, "memory_mib", info.memory_mib) ||
+            !(screen = cJSON_AddObjectToObject(item, "screen")) ||
+            !cJSON_AddNumberToObject(screen, "width", info.screen_width) ||
+            !cJSON_AddNumberToObject(screen, "height", info.screen_height)) {
+            array = NULL;
+        }
+    }
+    if (!array || !cJSON_AddNumberToObject(json, "total", (double)n)) {
+        cJSON_Delete(json);
+        internal_error(response);
+        return;
+    }
+    http_response_json(response, 200, json);
+}
+
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response)
 {
     Api *api = userdata;
@@ -463,6 +515,10 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
         instances_create(api, org, request, response);
     else if (route.id == ROUTE_INSTANCE && method == ROUTE_METHOD_GET)
         instance_get(api, &route, response);
+    else if (route.id == ROUTE_IMAGES)
+        images_list(api, response);
+    else if (route.id == ROUTE_SIZES)
+        sizes_list(api, response);
     else
         instance_delete(api, &route, response);
 }

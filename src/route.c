@@ -23,6 +23,8 @@ static const struct {
      {"orgs", "{org}", "api", "instances", "{instance}", NULL},
      ROUTE_METHOD_GET | ROUTE_METHOD_DELETE,
      "GET, DELETE"},
+    {ROUTE_IMAGES, {"orgs", "{org}", "api", "images", NULL}, ROUTE_METHOD_GET, "GET"},
+    {ROUTE_SIZES, {"orgs", "{org}", "api", "sizes", NULL}, ROUTE_METHOD_GET, "GET"},
 };
 
 #define ROUTE_SEGMENTS_MAX 8

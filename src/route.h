@@ -15,6 +15,8 @@
 typedef enum {
     ROUTE_INSTANCES = 0, /* /orgs/{org_uuid}/api/instances */
     ROUTE_INSTANCE,      /* /orgs/{org_uuid}/api/instances/{instance_uuid} */
+    ROUTE_IMAGES,        /* /orgs/{org_uuid}/api/images */
+    ROUTE_SIZES,         /* /orgs/{org_uuid}/api/sizes */
     _ROUTE_MAX,
 } RouteId;
 

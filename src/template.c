@@ -17,6 +17,7 @@ const char *const template_size_names[] = {"small", "medium", "large", NULL};
 
 struct DomainTemplates {
     char *text[N_SIZES];
+    SizeInfo info[N_SIZES];
 };
 
 /*
@@ -368,6 +369,45 @@ static void domain_templates_freep(DomainTemplates **templates)
  * Reads and syntax-checks every size up front, so a broken or missing
  * template stops legbad at start-up instead of failing the first create.
  */
+/* The number after `after` up to `until`, within [1, max]; false when not there. */
+static bool number_after(const char *text, const char *after, char until, unsigned max,
+                         unsigned *ret)
+{
+    const char *p = strstr(text, after);
+    if (!p)
+        return false;
+    p += strlen(after);
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(p, &end, 10);
+    if (errno || end == p || *end != until || v < 1 || v > max)
+        return false;
+    *ret = (unsigned)v;
+    return true;
+}
+
+/*
+ * What a size offers, read from its template so the template stays the one
+ * place it is written: "<vcpu placement='static'>N</vcpu>",
+ * "<memory unit='MiB'>N</memory>" and "<resolution x='W' y='H'/>".
+ * Returns what is missing, or NULL.
+ */
+static const char *size_info_read(const char *text, SizeInfo *ret)
+{
+    SizeInfo info;
+    if (!number_after(text, "<vcpu placement='static'>", '<', 1024, &info.vcpus))
+        return "no \"<vcpu placement='static'>N</vcpu>\"";
+    if (!number_after(text, "<memory unit='MiB'>", '<', 16 * 1024 * 1024, &info.memory_mib))
+        return "no \"<memory unit='MiB'>N</memory>\"";
+    const char *resolution = strstr(text, "<resolution x='");
+    if (!resolution ||
+        !number_after(resolution, "<resolution x='", '\'', 16384, &info.screen_width) ||
+        !number_after(resolution, "' y='", '\'', 16384, &info.screen_height))
+        return "no \"<resolution x='W' y='H'/>\"";
+    *ret = info;
+    return NULL;
+}
+
 int domain_templates_load(const char *domains_dir, DomainTemplates **ret_templates,
                           char **ret_error)
 {
@@ -414,6 +454,11 @@ int domain_templates_load(const char *domains_dir, DomainTemplates **ret_templat
             util_set_error(ret_error, 0, "domain template %s: %s", path, msg ? msg : "invalid");
             return r;
         }
+        const char *missing = size_info_read(t->text[i], &t->info[i]);
+        if (missing) {
+            util_set_error(ret_error, 0, "domain template %s: %s", path, missing);
+            return -EINVAL;
+        }
     }
 
     *ret_templates = TAKE_PTR(t);
@@ -428,4 +473,18 @@ const char *domain_templates_get(const DomainTemplates *templates, const char *s
         if (strcmp(template_size_names[i], size) == 0)
             return templates->text[i];
     return NULL;
+}
+
+int domain_templates_describe(const DomainTemplates *templates, const char *size,
+                              SizeInfo *ret_info)
+{
+    if (!templates || !size)
+        return -EINVAL;
+    for (size_t i = 0; i < N_SIZES; i++) {
+        if (strcmp(template_size_names[i], size) == 0) {
+            *ret_info = templates->info[i];
+            return 0;
+        }
+    }
+    return -ENOENT;
 }

@@ -37,5 +37,16 @@ extern const char *const template_size_names[]; /* "small", "medium", "large", N
 int domain_templates_load(const char *domains_dir, DomainTemplates **ret_templates,
                           char **ret_error);
 void domain_templates_free(DomainTemplates *templates);
+/* What a size offers, as its template declares it. */
+typedef struct {
+    unsigned vcpus;
+    unsigned memory_mib;
+    unsigned screen_width, screen_height;
+} SizeInfo;
+
+/* -ENOENT for an unknown size. */
+int domain_templates_describe(const DomainTemplates *templates, const char *size,
+                              SizeInfo *ret_info);
+
 /* The template text for a size name, or NULL for an unknown size. */
 const char *domain_templates_get(const DomainTemplates *templates, const char *size);

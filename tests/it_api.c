@@ -1195,11 +1195,95 @@ static void api_config_file(void **state)
     assert_int_equal(harness_run(HARNESS_LIST(legbad, "--config", bad), NULL), 2);
 }
 
+/* What POST accepts, listed by the catalog routes; start_url checked and echoed back. */
+static void api_catalog_and_start_url(void **state)
+{
+    char path[256], uuid[UUID_LEN + 1];
+    HarnessResponse resp = {0};
+
+    snprintf(path, sizeof(path), "/orgs/%s/api/images", it.a.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    cJSON *images = cJSON_GetObjectItemCaseSensitive(resp.json, "images");
+    assert_int_equal(cJSON_GetArraySize(images), 1);
+    assert_string_equal(json_string(cJSON_GetArrayItem(images, 0), "name"), "tiny");
+    assert_string_equal(json_string(cJSON_GetArrayItem(images, 0), "boot"), "firmware");
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(resp.json, "total")->valuedouble, 1);
+    harness_response_done(&resp);
+
+    snprintf(path, sizeof(path), "/orgs/%s/api/sizes", it.a.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    static const struct {
+        const char *name;
+        int vcpus, memory_mib, width, height;
+    } want[] = {{"small", 1, 1024, 1280, 720},
+                {"medium", 2, 2048, 1600, 900},
+                {"large", 4, 4096, 1920, 1080}};
+    cJSON *sizes = cJSON_GetObjectItemCaseSensitive(resp.json, "sizes");
+    assert_int_equal(cJSON_GetArraySize(sizes), 3);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *s = cJSON_GetArrayItem(sizes, i);
+        const cJSON *screen = cJSON_GetObjectItemCaseSensitive(s, "screen");
+        assert_string_equal(json_string(s, "name"), want[i].name);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(s, "vcpus")->valuedouble,
+                         want[i].vcpus);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(s, "memory_mib")->valuedouble,
+                         want[i].memory_mib);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(screen, "width")->valuedouble,
+                         want[i].width);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(screen, "height")->valuedouble,
+                         want[i].height);
+    }
+    harness_response_done(&resp);
+
+    /* Another org's catalog path is as unknown as any other of its paths; POST is not allowed. */
+    snprintf(path, sizeof(path), "/orgs/%s/api/images", it.b.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    snprintf(path, sizeof(path), "/orgs/%s/api/sizes", it.a.uuid);
+    request(it.a.auth, "POST", path, "{}", &resp);
+    assert_error(&resp, 405, "method_not_allowed");
+    assert_header(&resp, "Allow", "GET");
+    harness_response_done(&resp);
+
+    /* start_url: only http(s), checked before anything is created, and echoed back. */
+    path_instances(path, sizeof(path), it.a.uuid);
+    int overlays = overlay_count();
+    static const char *const bad_urls[] = {"file:///etc/passwd", "javascript:alert(1)",
+                                           "http://user@example.org/", "http://a b/", ""};
+    for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
+        char body[256];
+        snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"small\",\"start_url\":\"%s\"}",
+                 bad_urls[i]);
+        request(it.a.auth, "POST", path, body, &resp);
+        assert_error(&resp, 400, "invalid_start_url");
+        harness_response_done(&resp);
+    }
+    assert_int_equal(overlay_count(), overlays);
+
+    request(it.a.auth, "POST", path,
+            "{\"image\":\"tiny\",\"size\":\"small\",\"start_url\":\"https://example.org/x\"}",
+            &resp);
+    assert_status(&resp, 201);
+    assert_string_equal(json_string(resp.json, "start_url"), "https://example.org/x");
+    snprintf(uuid, sizeof(uuid), "%s", json_string(resp.json, "instance_uuid"));
+    harness_response_done(&resp);
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "start_url"), "https://example.org/x");
+    harness_response_done(&resp);
+    delete_instance(&it.a, uuid);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(api_create_get_delete, revive_legbad),
         cmocka_unit_test_setup(api_sizes_and_images, revive_legbad),
+        cmocka_unit_test_setup(api_catalog_and_start_url, revive_legbad),
         cmocka_unit_test_setup(api_auth, revive_legbad),
         cmocka_unit_test_setup(api_isolation, revive_legbad),
         cmocka_unit_test_setup(api_bad_bodies, revive_legbad),

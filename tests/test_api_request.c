@@ -99,6 +99,99 @@ static void test_deep_nesting_is_refused(void **state)
     free(body);
 }
 
+static void test_start_url(void **state)
+{
+    ApiCreateRequest req = {0};
+    ApiError err;
+    assert_int_equal(
+        parse("{\"image\":\"x\",\"size\":\"small\",\"start_url\":\"https://example.org/a?b=c#d\"}",
+              &req, &err),
+        0);
+    assert_string_equal(req.start_url, "https://example.org/a?b=c#d");
+    api_create_request_done(&req);
+    assert_null(req.start_url);
+
+    /* Absent and null both mean the image's own page. */
+    assert_int_equal(parse("{\"image\":\"x\",\"size\":\"small\"}", &req, &err), 0);
+    assert_null(req.start_url);
+    api_create_request_done(&req);
+    assert_int_equal(parse("{\"image\":\"x\",\"size\":\"small\",\"start_url\":null}", &req, &err),
+                     0);
+    assert_null(req.start_url);
+    api_create_request_done(&req);
+
+    EXPECT_ERROR("{\"image\":\"x\",\"size\":\"small\",\"start_url\":42}", "invalid_type");
+    EXPECT_ERROR("{\"image\":\"x\",\"size\":\"small\",\"start_url\":\"file:///etc/passwd\"}",
+                 "invalid_start_url");
+}
+
+static void test_url_validation(void **state)
+{
+    static const char *const good[] = {
+        "http://example.org",
+        "https://example.org/",
+        "HTTPS://Example.ORG/Path",
+        "http://10.0.2.100/",
+        "http://10.0.2.100:8080/x",
+        "http://[::1]:8080/",
+        "https://xn--bcher-kva.example/%E2%82%AC?q=1&r=2#frag",
+        "https://a-b.c-d.example:65535/",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        const char *why = NULL;
+        if (!api_url_is_valid(good[i], &why))
+            fail_msg("'%s' refused: %s", good[i], why);
+    }
+
+    char long_url[API_URL_MAX + 2];
+    memcpy(long_url, "http://a.example/", 17);
+    memset(long_url + 17, 'a', sizeof(long_url) - 18);
+    long_url[sizeof(long_url) - 1] = '\0';
+    char max_url[API_URL_MAX + 1];
+    memcpy(max_url, long_url, API_URL_MAX);
+    max_url[API_URL_MAX] = '\0';
+    assert_true(api_url_is_valid(max_url, NULL));
+
+    static const char *const bad[] = {
+        "",
+        "example.org",
+        "ftp://example.org/",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "data:text/html,<h1>x</h1>",
+        "chrome://settings",
+        "http://",
+        "http:///path",
+        "http://user:pass@example.org/",
+        "http://example.org@evil.example/",
+        "http://exa mple.org/",
+        "http://example.org/a b",
+        "http://example.org/\"onload",
+        "http://example.org/<script>",
+        "http://example.org/\\path",
+        "http://example.org/\x01",
+        "http://example.org/\n",
+        "http://ex\xc3\xa4mple.org/",
+        "http://example.org:0/",
+        "http://example.org:65536/",
+        "http://example.org:80x/",
+        "http://example.org:/",
+        "http://-example.org/",
+        "http://example..org/",
+        "http://[::1/",
+        "http://exa_mple.org/",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = NULL;
+        if (api_url_is_valid(bad[i], &why))
+            fail_msg("'%s' accepted", bad[i]);
+        assert_non_null(why);
+    }
+    const char *why = NULL;
+    assert_false(api_url_is_valid(long_url, &why));
+    assert_non_null(strstr(why, "2048"));
+}
+
 static void test_content_type(void **state)
 {
     assert_true(api_content_type_is_json("application/json"));
@@ -134,6 +227,8 @@ int main(void)
         cmocka_unit_test(test_missing_field),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_deep_nesting_is_refused),
+        cmocka_unit_test(test_start_url),
+        cmocka_unit_test(test_url_validation),
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_error_json_shape),
     };

@@ -28,6 +28,22 @@ static void test_single_instance(void **state)
     assert_string_equal(route.instance_uuid, INST);
 }
 
+static void test_catalog_routes(void **state)
+{
+    Route route;
+    assert_int_equal(route_match("/orgs/" ORG "/api/images", &route), ROUTE_OK);
+    assert_int_equal(route.id, ROUTE_IMAGES);
+    assert_string_equal(route.org_uuid, ORG);
+    assert_int_equal(route_match("/orgs/" ORG "/api/sizes", &route), ROUTE_OK);
+    assert_int_equal(route.id, ROUTE_SIZES);
+    assert_int_equal(route_match("/orgs/" ORG "/api/sizes/small", &route), ROUTE_NOT_FOUND);
+    assert_int_equal(route_match("/orgs/x/api/images", &route), ROUTE_BAD_ORG_UUID);
+    assert_true(route_allows(ROUTE_IMAGES, ROUTE_METHOD_GET));
+    assert_false(route_allows(ROUTE_IMAGES, ROUTE_METHOD_POST));
+    assert_false(route_allows(ROUTE_SIZES, ROUTE_METHOD_DELETE));
+    assert_string_equal(route_allow_header(ROUTE_SIZES), "GET");
+}
+
 static void test_uppercase_uuid_is_normalised(void **state)
 {
     Route route;
@@ -110,6 +126,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instances_collection),
         cmocka_unit_test(test_single_instance),
+        cmocka_unit_test(test_catalog_routes),
         cmocka_unit_test(test_uppercase_uuid_is_normalised),
         cmocka_unit_test(test_bad_uuids),
         cmocka_unit_test(test_not_routes),

@@ -763,6 +763,45 @@ static void test_instance_transition_keeps_unknown_fields(void **state)
     free(raw);
 }
 
+/* start_url and ready_at round-trip, and a record written before they existed reads as unset. */
+static void test_instance_start_url_and_ready(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+    StoreInstance with_url = new_instance(INST_1, ORG_A, 5);
+    snprintf(with_url.start_url, sizeof(with_url.start_url), "https://example.org/x?y=1");
+    assert_int_equal(store_instance_insert(f->store, &with_url), 0);
+    StoreInstance got;
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.start_url, "https://example.org/x?y=1");
+    assert_int_equal(got.ready_at, 0);
+
+    assert_int_equal(store_instance_set_ready(f->store, INST_1, 42, &got), 0);
+    assert_int_equal(got.ready_at, 42);
+    /* The first report wins; a later one changes nothing. */
+    assert_int_equal(store_instance_set_ready(f->store, INST_1, 99, &got), -EALREADY);
+    assert_int_equal(got.ready_at, 42);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.ready_at, 42);
+    assert_int_equal(store_instance_set_ready(f->store, INST_1, 0, NULL), -EINVAL);
+    assert_int_equal(store_instance_set_ready(f->store, INST_MISSING, 1, NULL), -ENOENT);
+
+    const char *old = "{\"org_uuid\":\"" ORG_A "\",\"image\":\"chromium\",\"size\":\"small\","
+                      "\"state\":\"running\",\"created_at\":5,\"updated_at\":5}";
+    raw_put(f, "instances", INST_1, UUID_STR_LEN - 1, old, strlen(old));
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.start_url, "");
+    assert_int_equal(got.ready_at, 0);
+    assert_int_equal(store_instance_set_ready(f->store, INST_1, 7, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.ready_at, 7);
+
+    const char *bad = "{\"org_uuid\":\"" ORG_A "\",\"image\":\"chromium\",\"size\":\"small\","
+                      "\"state\":\"running\",\"created_at\":5,\"updated_at\":5,\"start_url\":7}";
+    raw_put(f, "instances", INST_1, UUID_STR_LEN - 1, bad, strlen(bad));
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), -EBADMSG);
+}
+
 static void test_instance_delete(void **state)
 {
     Fixture *f = *state;
@@ -1091,6 +1130,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_instance_insert_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_insert_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_insert_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_start_url_and_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_isolated_per_org, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_transition, setup, teardown),

@@ -321,6 +321,11 @@ static void remove_dir(char *dir)
     free(dir);
 }
 
+/* The least a size template must declare: vCPUs, memory and screen. */
+#define MINI_DOMAIN                                                                                \
+    "<domain><vcpu placement='static'>2</vcpu><memory unit='MiB'>64</memory>"                      \
+    "<resolution x='640' y='480'/></domain>"
+
 static void load_bad(const char *dir, int code, const char *fragment1, const char *fragment2)
 {
     DomainTemplates *t = NULL;
@@ -339,29 +344,45 @@ static void test_load_errors(void **state)
     load_bad("", -EINVAL, "directory", NULL);
 
     static const char *const two[] = {"small.xml", "medium.xml"};
-    static const char *const ok_texts[] = {"<domain/>", "<domain/>", "<domain/>"};
+    static const char *const ok_texts[] = {MINI_DOMAIN, MINI_DOMAIN, MINI_DOMAIN};
     char *dir = make_dir(two, ok_texts, 2);
     load_bad(dir, -ENOENT, "large.xml", "No such file");
     remove_dir(dir);
 
     /* a syntax error is caught at load time, naming the file and the line */
     static const char *const three[] = {"small.xml", "medium.xml", "large.xml"};
-    static const char *const broken[] = {"<domain/>", "<domain>\n{{#a}}{{#b}}{{/b}}{{/a}}",
-                                         "<domain/>"};
+    static const char *const broken[] = {MINI_DOMAIN, "<domain>\n{{#a}}{{#b}}{{/b}}{{/a}}",
+                                         MINI_DOMAIN};
     dir = make_dir(three, broken, 3);
     load_bad(dir, -EINVAL, "medium.xml", "line 2");
     remove_dir(dir);
 
-    static const char *const unterminated[] = {"<domain/>", "<domain/>", "{{name"};
+    static const char *const unterminated[] = {MINI_DOMAIN, MINI_DOMAIN, "{{name"};
     dir = make_dir(three, unterminated, 3);
     load_bad(dir, -EINVAL, "large.xml", "unterminated");
     remove_dir(dir);
 
-    /* loaded text is handed back as it was on disk */
+    /* a template that does not say what its size offers is refused */
+    static const char *const no_screen[] = {MINI_DOMAIN,
+                                            "<domain><vcpu placement='static'>2</vcpu>"
+                                            "<memory unit='MiB'>64</memory></domain>",
+                                            MINI_DOMAIN};
+    dir = make_dir(three, no_screen, 3);
+    load_bad(dir, -EINVAL, "medium.xml", "resolution");
+    remove_dir(dir);
+
+    /* loaded text is handed back as it was on disk, and what it offers is read from it */
     dir = make_dir(three, ok_texts, 3);
     DomainTemplates *t = NULL;
     assert_int_equal(domain_templates_load(dir, &t, NULL), 0);
-    assert_string_equal(domain_templates_get(t, "medium"), "<domain/>");
+    assert_string_equal(domain_templates_get(t, "medium"), MINI_DOMAIN);
+    SizeInfo info;
+    assert_int_equal(domain_templates_describe(t, "medium", &info), 0);
+    assert_int_equal(info.vcpus, 2);
+    assert_int_equal(info.memory_mib, 64);
+    assert_int_equal(info.screen_width, 640);
+    assert_int_equal(info.screen_height, 480);
+    assert_int_equal(domain_templates_describe(t, "huge", &info), -ENOENT);
     domain_templates_free(t);
     remove_dir(dir);
 }
@@ -373,7 +394,7 @@ static void test_load_too_big(void **state)
     assert_non_null(huge);
     memset(huge, ' ', TEMPLATE_MAX + 1);
     huge[TEMPLATE_MAX + 1] = '\0';
-    const char *texts[] = {"<domain/>", huge, "<domain/>"};
+    const char *texts[] = {MINI_DOMAIN, huge, MINI_DOMAIN};
     char *dir = make_dir(three, texts, 3);
     load_bad(dir, -EFBIG, "medium.xml", "larger than");
     remove_dir(dir);
