@@ -132,6 +132,8 @@ static int render_domain(const Api *api, const StoreInstance *instance, const Im
         {"initrd", kernel ? image->initrd_path : NULL},
         {"cmdline", kernel ? image->cmdline : NULL},
         {"guest_forward", api->config->guest_forward},
+        {"disk_sata", image->disk_sata ? "1" : NULL},
+        {"uefi", image->uefi ? "1" : NULL},
     };
     const char *tmpl = domain_templates_get(api->templates, instance->size);
     if (!tmpl)

@@ -203,8 +203,8 @@ static bool text_has_control(const char *text)
 static int manifest_check_duplicates(const cJSON *root, char **ret_error)
 {
     static const char *const known[] = {
-        "schema", "name",   "description", "boot",          "disk",     "disk_format",
-        "kernel", "initrd", "cmdline",     "recipe_sha256", "built_at",
+        "schema", "name",    "description",   "boot",     "disk",     "disk_format", "kernel",
+        "initrd", "cmdline", "recipe_sha256", "built_at", "disk_bus", "firmware",
     };
     for (size_t k = 0; k < ARRAY_SIZE(known); k++) {
         unsigned seen = 0;
@@ -411,6 +411,25 @@ int image_manifest_parse(const char *json, size_t len, const char *image_dir, Im
     r = util_strdup(format, &image->disk_format);
     if (r < 0)
         return r;
+
+    /* virtio unless said: a guest without virtio drivers (Windows) needs "sata". */
+    const char *bus;
+    r = manifest_string(root, "disk_bus", false, &bus, ret_error);
+    if (r < 0)
+        return r;
+    if (bus && strcmp(bus, "virtio") != 0 && strcmp(bus, "sata") != 0)
+        return manifest_error(ret_error, "field 'disk_bus' must be \"virtio\" or \"sata\"");
+    image->disk_sata = bus && strcmp(bus, "sata") == 0;
+
+    const char *firmware;
+    r = manifest_string(root, "firmware", false, &firmware, ret_error);
+    if (r < 0)
+        return r;
+    if (firmware && strcmp(firmware, "bios") != 0 && strcmp(firmware, "uefi") != 0)
+        return manifest_error(ret_error, "field 'firmware' must be \"bios\" or \"uefi\"");
+    image->uefi = firmware && strcmp(firmware, "uefi") == 0;
+    if (image->uefi && image->boot != IMAGE_BOOT_FIRMWARE)
+        return manifest_error(ret_error, "field 'firmware' applies to \"boot\": \"firmware\" only");
 
     r = manifest_parse_kernel(root, image_dir, dir_len, image, ret_error);
     if (r < 0)

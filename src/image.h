@@ -25,6 +25,8 @@ typedef struct {
     char *kernel_path; /* absolute, IMAGE_BOOT_KERNEL only */
     char *initrd_path; /* absolute or NULL */
     char *cmdline;     /* or NULL */
+    bool disk_sata;    /* "disk_bus": "sata" for guests without virtio drivers (Windows) */
+    bool uefi;         /* "firmware": "uefi" (OVMF) instead of "bios"; firmware boot only */
 } Image;
 
 typedef struct ImageCatalog ImageCatalog;

@@ -164,8 +164,9 @@ static int group_setup(void **state)
     FILE *f = fopen(b.config, "we");
     if (!f)
         return -1;
-    fprintf(f, "# the guests' only way out: http://10.0.2.100/ -> this test's page server\n"
-               "guest_forward = 127.0.0.1:%u\n",
+    fprintf(f,
+            "# the guests' only way out: http://10.0.2.100/ -> this test's page server\n"
+            "guest_forward = 127.0.0.1:%u\n",
             b.web_port);
     fclose(f);
 
@@ -230,18 +231,16 @@ static int group_teardown(void **state)
 static void fail_with_log(const char *what, const HarnessResponse *resp)
 {
     harness_dump_file(b.legbad->log_path);
-    fail_msg("%s: HTTP %d %s", what, resp ? resp->status : 0,
-             resp && resp->body ? resp->body : "");
+    fail_msg("%s: HTTP %d %s", what, resp ? resp->status : 0, resp && resp->body ? resp->body : "");
 }
 
-static void create(const char *image, const char *size, const char *start_url,
-                   char ret_uuid[40])
+static void create(const char *image, const char *size, const char *start_url, char ret_uuid[40])
 {
     char path[128], body[512];
     HarnessResponse resp = {0};
     snprintf(path, sizeof(path), "/orgs/%s/api/instances", b.org);
-    snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"%s\",\"start_url\":\"%s\"}",
-             image, size, start_url);
+    snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"%s\",\"start_url\":\"%s\"}", image,
+             size, start_url);
     assert_int_equal(harness_http(b.legbad->port, "POST", path,
                                   HARNESS_LIST(b.auth, "Content-Type: application/json"), body,
                                   strlen(body), &resp),
@@ -250,7 +249,8 @@ static void create(const char *image, const char *size, const char *start_url,
         fail_with_log("create", &resp);
     /* Creating does not wait for the guest. */
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(resp.json, "ready")));
-    snprintf(ret_uuid, 40, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
+    snprintf(ret_uuid, 40, "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
     harness_response_done(&resp);
 }
 
@@ -262,9 +262,8 @@ static int wait_ready(const char *uuid)
     time_t start = time(NULL);
     for (;;) {
         HarnessResponse resp = {0};
-        assert_int_equal(harness_http(b.legbad->port, "GET", path, HARNESS_LIST(b.auth), NULL, 0,
-                                      &resp),
-                         0);
+        assert_int_equal(
+            harness_http(b.legbad->port, "GET", path, HARNESS_LIST(b.auth), NULL, 0, &resp), 0);
         assert_int_equal(resp.status, 200);
         bool ready = cJSON_IsTrue(cJSON_GetObjectItem(resp.json, "ready"));
         if (ready) {
@@ -345,8 +344,8 @@ static void screenshot(const char *uuid, Picture *ret)
 }
 
 /* Share of pixels in the rectangle within 40 of the colour on each channel. */
-static double share_of(const Picture *p, unsigned x0, unsigned y0, unsigned w, unsigned h,
-                       int r, int g, int bl)
+static double share_of(const Picture *p, unsigned x0, unsigned y0, unsigned w, unsigned h, int r,
+                       int g, int bl)
 {
     size_t hits = 0, total = 0;
     for (unsigned y = y0; y < y0 + h && y < p->height; y++) {
@@ -381,8 +380,8 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     time_t t0 = time(NULL);
     create(image, size, "http://10.0.2.100/", uuid);
     int waited = wait_ready(uuid);
-    fprintf(stderr, "it_browser: %s (%s): ready %d s after create (%lld s incl. request)\n",
-            image, size, waited, (long long)(time(NULL) - t0));
+    fprintf(stderr, "it_browser: %s (%s): ready %d s after create (%lld s incl. request)\n", image,
+            size, waited, (long long)(time(NULL) - t0));
 
     pthread_mutex_lock(&b.lock);
     unsigned requests = b.page_requests - requests_before;

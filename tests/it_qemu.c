@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +70,28 @@ static int group_setup(void **state)
         return -1;
     if (harness_build_image(q.images_dir, "tiny") != 0)
         return -1;
+    /*
+     * An operator's own firmware-booted disk, the way a Windows image is added:
+     * UEFI firmware and a SATA disk, described by its manifest alone.
+     */
+    char *uefi_dir = NULL, *cmd_src = NULL, *cmd_dst = NULL, *manifest = NULL;
+    if (asprintf(&uefi_dir, "%s/tiny-uefi", q.images_dir) < 0 ||
+        asprintf(&cmd_src, "%s/tiny/disk.qcow2", q.images_dir) < 0 ||
+        asprintf(&cmd_dst, "%s/disk.qcow2", uefi_dir) < 0 ||
+        asprintf(&manifest, "%s/manifest.json", uefi_dir) < 0 || mkdir(uefi_dir, 0755) < 0 ||
+        harness_run(HARNESS_LIST("cp", cmd_src, cmd_dst), NULL) != 0)
+        return -1;
+    FILE *f = fopen(manifest, "we");
+    if (!f)
+        return -1;
+    fputs("{\"schema\":1,\"name\":\"tiny-uefi\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
+          "\"disk_bus\":\"sata\",\"firmware\":\"uefi\"}\n",
+          f);
+    fclose(f);
+    free(uefi_dir);
+    free(cmd_src);
+    free(cmd_dst);
+    free(manifest);
 
     cJSON *json = NULL;
     if (harness_legbactl(q.data_dir, HARNESS_LIST("org", "create", "qemu-test"), &json) != 0 ||
@@ -116,11 +139,11 @@ static void assert_http_status(const HarnessResponse *resp, int want)
         fail_msg("HTTP %d expected, got %d: %s", want, resp->status, resp->body ? resp->body : "");
 }
 
-/* POST a tiny small instance; returns its uuid in ret. */
-static void create_instance(char ret[UUID_STR_LEN])
+/* POST a small instance of image; returns its uuid in ret. */
+static void create_image_instance(const char *image, char ret[UUID_STR_LEN])
 {
-    char path[128];
-    static const char body[] = "{\"image\":\"tiny\",\"size\":\"small\"}";
+    char path[128], body[128];
+    snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"small\"}", image);
     HarnessResponse resp = {0};
     snprintf(path, sizeof(path), "/orgs/%s/api/instances", q.org);
     assert_int_equal(harness_http(q.legbad->port, "POST", path,
@@ -132,6 +155,11 @@ static void create_instance(char ret[UUID_STR_LEN])
     snprintf(ret, UUID_STR_LEN, "%s",
              cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
     harness_response_done(&resp);
+}
+
+static void create_instance(char ret[UUID_STR_LEN])
+{
+    create_image_instance("tiny", ret);
 }
 
 static int request(const char *method, const char *uuid, HarnessResponse *resp)
@@ -286,6 +314,58 @@ static void test_create_console_delete(void **state)
     harness_response_done(&resp);
 }
 
+/* The console of a running instance answers as an RFB 3.8 server. */
+static void assert_console_speaks_rfb(virDomainPtr dom)
+{
+    int fd = virDomainOpenGraphicsFD(dom, 0, VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char banner[13] = {0};
+    size_t got = 0;
+    while (got < 12) {
+        ssize_t n = read(fd, banner + got, 12 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    assert_string_equal(banner, "RFB 003.008\n");
+}
+
+static void test_uefi_sata_image(void **state)
+{
+    char uuid[UUID_STR_LEN];
+    create_image_instance("tiny-uefi", uuid);
+    virDomainPtr dom = lookup(uuid);
+    assert_non_null(dom);
+    assert_int_equal(virDomainIsActive(dom), 1);
+    char *xml = virDomainGetXMLDesc(dom, 0);
+    assert_non_null(xml);
+    if (!strstr(xml, "<loader") || !strstr(xml, "bus='sata'") || strstr(xml, "bus='virtio'/>"))
+        fail_msg("expected OVMF and a SATA disk in:\n%s", xml);
+    /* The firmware's variable store is the instance's too: DELETE must take it. */
+    char *nvram = strstr(xml, "<nvram");
+    char nvram_path[512] = "";
+    if (nvram && (nvram = strchr(nvram, '>')))
+        snprintf(nvram_path, sizeof(nvram_path), "%.*s", (int)strcspn(nvram + 1, "<"), nvram + 1);
+    free(xml);
+    assert_true(nvram_path[0] == '/');
+    assert_true(harness_file_exists(nvram_path));
+    pid_t pid = qemu_pid(uuid);
+    assert_true(qemu_runs(pid, uuid));
+    assert_console_speaks_rfb(dom);
+    virDomainFree(dom);
+
+    HarnessResponse resp = {0};
+    assert_int_equal(request("DELETE", uuid, &resp), 0);
+    assert_http_status(&resp, 204);
+    harness_response_done(&resp);
+    assert_true(wait_process_gone(pid, 10));
+    assert_false(domain_exists(uuid));
+    assert_false(harness_file_exists(nvram_path));
+}
+
 static void edit_store(void (*edit)(Store *store, void *arg), void *arg)
 {
     Store *store = NULL;
@@ -423,6 +503,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_console_delete),
+        cmocka_unit_test(test_uefi_sata_image),
         cmocka_unit_test(test_restart_reconciles),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -118,7 +118,49 @@ static void test_parse_firmware(void **state)
     assert_null(image->kernel_path);
     assert_null(image->initrd_path);
     assert_null(image->cmdline);
+    assert_false(image->disk_sata);
+    assert_false(image->uefi);
     image_free(image);
+}
+
+/* What an operator's own disk (Windows, say) needs: SATA instead of virtio, UEFI firmware. */
+static void test_parse_disk_bus_and_firmware(void **state)
+{
+    Fixture *f = *state;
+    Image *image = NULL;
+    char *error = NULL;
+    assert_int_equal(parse(f,
+                           "{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":"
+                           "\"disk.qcow2\",\"disk_bus\":\"sata\",\"firmware\":\"uefi\"}",
+                           &image, &error),
+                     0);
+    assert_true(image->disk_sata);
+    assert_true(image->uefi);
+    image_free(image);
+    image = NULL;
+
+    static const struct {
+        const char *json;
+        const char *message;
+    } bad[] = {
+        {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
+         "\"disk_bus\":\"ide\"}",
+         "'disk_bus' must be"},
+        {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
+         "\"firmware\":\"coreboot\"}",
+         "'firmware' must be"},
+        {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
+         "\"disk_bus\":\"sata\",\"disk_bus\":\"virtio\"}",
+         "more than once"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(parse(f, bad[i].json, &image, &error), -EINVAL);
+        assert_null(image);
+        if (!error || !strstr(error, bad[i].message))
+            fail_msg("case %zu: '%s' not in '%s'", i, bad[i].message, error ? error : "(null)");
+        free(error);
+        error = NULL;
+    }
 }
 
 static void test_parse_kernel(void **state)
@@ -601,6 +643,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_is_valid),
         cmocka_unit_test_setup_teardown(test_parse_firmware, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parse_disk_bus_and_firmware, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parse_kernel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parse_kernel_minimal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parse_ignores_unknown_keys, setup, teardown),

@@ -439,6 +439,8 @@ static char *render_domain(const char *tmpl, const char *size, const char *domai
         {"cmdline", kernel ? CMDLINE : NULL},
         {"kvm", kvm ? "1" : ""},
         {"guest_forward", kernel ? "127.0.0.1:8000" : NULL},
+        {"disk_sata", NULL},
+        {"uefi", NULL},
     };
     return render_ok(tmpl, vars, ARRAY_SIZE(vars));
 }
@@ -476,12 +478,16 @@ static void test_kernel_without_initrd_or_cmdline(void **state)
         {"cmdline", NULL},
         {"kvm", NULL},
         {"guest_forward", NULL},
+        {"disk_sata", "1"},
+        {"uefi", NULL},
     };
     char *xml = render_ok(domain_templates_get(t, "small"), vars, ARRAY_SIZE(vars));
     assert_contains(xml, "<kernel>/var/lib/legba/images/plain/vmlinuz</kernel>");
     assert_lacks(xml, "<initrd");
     assert_lacks(xml, "<cmdline");
     assert_lacks(xml, "<boot dev=");
+    assert_contains(xml, "<target dev='sda' bus='sata'/>");
+    assert_lacks(xml, "bus='virtio'/>\n    </disk>");
     free(xml);
     domain_templates_free(t);
 }
