@@ -422,22 +422,19 @@ static int authenticate(Api *api, const HttpRequest *request, char ret_org[UUID_
     return 0;
 }
 
-static void images_list(Api *api, HttpResponse *response)
+/* Fills entry `index` of a list; false when out of memory. */
+typedef bool (*ListFill)(const Api *api, size_t index, cJSON *item);
+
+/* {"<name>":[n entries],"total":n}, or a 500 when memory runs out. */
+static void respond_list(const Api *api, HttpResponse *response, const char *name, size_t n,
+                         ListFill fill)
 {
     cJSON *json = cJSON_CreateObject();
-    cJSON *array = cJSON_AddArrayToObject(json, "images");
-    size_t n = image_catalog_count(api->images);
+    cJSON *array = cJSON_AddArrayToObject(json, name);
     for (size_t i = 0; array && i < n; i++) {
-        const Image *image = image_catalog_get(api->images, i);
         cJSON *item = cJSON_CreateObject();
-        if (!item || !cJSON_AddItemToArray(array, item) ||
-            !cJSON_AddStringToObject(item, "name", image->name) ||
-            !cJSON_AddStringToObject(item, "description",
-                                     image->description ? image->description : "") ||
-            !cJSON_AddStringToObject(item, "boot",
-                                     image->boot == IMAGE_BOOT_KERNEL ? "kernel" : "firmware")) {
+        if (!item || !cJSON_AddItemToArray(array, item) || !fill(api, i, item))
             array = NULL;
-        }
     }
     if (!array || !cJSON_AddNumberToObject(json, "total", (double)n)) {
         cJSON_Delete(json);
@@ -447,31 +444,35 @@ static void images_list(Api *api, HttpResponse *response)
     http_response_json(response, 200, json);
 }
 
-static void sizes_list(Api *api, HttpResponse *response)
+static bool fill_image(const Api *api, size_t index, cJSON *item)
 {
-    cJSON *json = cJSON_CreateObject();
-    cJSON *array = cJSON_AddArrayToObject(json, "sizes");
+    const Image *image = image_catalog_get(api->images, index);
+    return cJSON_AddStringToObject(item, "name", image->name) &&
+           cJSON_AddStringToObject(item, "description",
+                                   image->description ? image->description : "") &&
+           cJSON_AddStringToObject(item, "boot",
+                                   image->boot == IMAGE_BOOT_KERNEL ? "kernel" : "firmware");
+}
+
+static bool fill_size(const Api *api, size_t index, cJSON *item)
+{
+    SizeInfo info;
+    cJSON *screen;
+    return domain_templates_describe(api->templates, template_size_names[index], &info) == 0 &&
+           cJSON_AddStringToObject(item, "name", template_size_names[index]) &&
+           cJSON_AddNumberToObject(item, "vcpus", info.vcpus) &&
+           cJSON_AddNumberToObject(item, "memory_mib", info.memory_mib) &&
+           (screen = cJSON_AddObjectToObject(item, "screen")) &&
+           cJSON_AddNumberToObject(screen, "width", info.screen_width) &&
+           cJSON_AddNumberToObject(screen, "height", info.screen_height);
+}
+
+static size_t size_count(void)
+{
     size_t n = 0;
-    for (; array && template_size_names[n]; n++) {
-        SizeInfo info;
-        cJSON *item = cJSON_CreateObject(), *screen;
-        if (domain_templates_describe(api->templates, template_size_names[n], &info) < 0 || !item ||
-            !cJSON_AddItemToArray(array, item) ||
-            !cJSON_AddStringToObject(item, "name", template_size_names[n]) ||
-            !cJSON_AddNumberToObject(item, "vcpus", info.vcpus) ||
-            !cJSON_AddNumberToObject(item, "memory_mib", info.memory_mib) ||
-            !(screen = cJSON_AddObjectToObject(item, "screen")) ||
-            !cJSON_AddNumberToObject(screen, "width", info.screen_width) ||
-            !cJSON_AddNumberToObject(screen, "height", info.screen_height)) {
-            array = NULL;
-        }
-    }
-    if (!array || !cJSON_AddNumberToObject(json, "total", (double)n)) {
-        cJSON_Delete(json);
-        internal_error(response);
-        return;
-    }
-    http_response_json(response, 200, json);
+    while (template_size_names[n])
+        n++;
+    return n;
 }
 
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response)
@@ -518,9 +519,9 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
     else if (route.id == ROUTE_INSTANCE && method == ROUTE_METHOD_GET)
         instance_get(api, &route, response);
     else if (route.id == ROUTE_IMAGES)
-        images_list(api, response);
+        respond_list(api, response, "images", image_catalog_count(api->images), fill_image);
     else if (route.id == ROUTE_SIZES)
-        sizes_list(api, response);
+        respond_list(api, response, "sizes", size_count(), fill_size);
     else
         instance_delete(api, &route, response);
 }

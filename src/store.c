@@ -991,14 +991,19 @@ int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *r
     return record_get(store, store->instances, &instance_record, instance_uuid, ret_instance);
 }
 
-int store_instance_transition(Store *store, const char *instance_uuid, InstanceState expected,
-                              InstanceState next, StoreInstance *ret_instance)
+/*
+ * A change to one instance record in one write transaction. `change` looks
+ * at the current record and either refuses (a negative errno, with the
+ * current record handed back) or edits both the struct and its JSON value;
+ * only the fields it touches are rewritten, so unknown fields survive.
+ */
+typedef int (*InstanceChange)(StoreInstance *current, cJSON *json, const void *arg);
+
+static int instance_update(Store *store, const char *instance_uuid, InstanceChange change,
+                           const void *arg, StoreInstance *ret_instance)
 {
     char uuid[UUID_STR_LEN];
     MDB_val key, data;
-    if (!instance_state_to_string(expected) || !instance_state_to_string(next))
-        return -EINVAL;
-
     _cleanup_txn_ MDB_txn *txn = NULL;
     int r = txn_get_for_update(store, store->instances, instance_uuid, uuid, &key, &data, &txn);
     if (r < 0)
@@ -1011,18 +1016,13 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
     r = record_decode(&instance_record, &key, json, &current);
     if (r < 0)
         return r;
-    if (current.state != expected) {
+    StoreInstance before = current;
+    r = change(&current, json, arg);
+    if (r == -ESTALE || r == -EALREADY) {
         if (ret_instance)
-            *ret_instance = current;
-        return -ESTALE;
-    }
-
-    current.state = next;
-    current.updated_at = (int64_t)time(NULL);
-    r = json_set(json, "state", cJSON_CreateString(instance_state_to_string(next)));
-    if (r < 0)
+            *ret_instance = before;
         return r;
-    r = json_set(json, "updated_at", cJSON_CreateNumber((double)current.updated_at));
+    }
     if (r < 0)
         return r;
     r = put_json(txn, store->instances, &key, json, 0);
@@ -1036,44 +1036,47 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
     return 0;
 }
 
+typedef struct {
+    InstanceState expected, next;
+} Transition;
+
+static int change_state(StoreInstance *current, cJSON *json, const void *arg)
+{
+    const Transition *t = arg;
+    if (current->state != t->expected)
+        return -ESTALE;
+    current->state = t->next;
+    current->updated_at = (int64_t)time(NULL);
+    int r = json_set(json, "state", cJSON_CreateString(instance_state_to_string(t->next)));
+    if (r < 0)
+        return r;
+    return json_set(json, "updated_at", cJSON_CreateNumber((double)current->updated_at));
+}
+
+int store_instance_transition(Store *store, const char *instance_uuid, InstanceState expected,
+                              InstanceState next, StoreInstance *ret_instance)
+{
+    if (!instance_state_to_string(expected) || !instance_state_to_string(next))
+        return -EINVAL;
+    Transition t = {.expected = expected, .next = next};
+    return instance_update(store, instance_uuid, change_state, &t, ret_instance);
+}
+
+static int change_ready(StoreInstance *current, cJSON *json, const void *arg)
+{
+    int64_t ready_at = *(const int64_t *)arg;
+    if (current->ready_at != 0)
+        return -EALREADY;
+    current->ready_at = ready_at;
+    return json_set(json, "ready_at", cJSON_CreateNumber((double)ready_at));
+}
+
 int store_instance_set_ready(Store *store, const char *instance_uuid, int64_t ready_at,
                              StoreInstance *ret_instance)
 {
-    char uuid[UUID_STR_LEN];
-    MDB_val key, data;
     if (ready_at <= 0)
         return -EINVAL;
-
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_get_for_update(store, store->instances, instance_uuid, uuid, &key, &data, &txn);
-    if (r < 0)
-        return r;
-    _cleanup_json_ cJSON *json = NULL;
-    r = json_parse(&data, &json);
-    if (r < 0)
-        return r;
-    StoreInstance current;
-    r = record_decode(&instance_record, &key, json, &current);
-    if (r < 0)
-        return r;
-    if (current.ready_at != 0) {
-        if (ret_instance)
-            *ret_instance = current;
-        return -EALREADY;
-    }
-    current.ready_at = ready_at;
-    r = json_set(json, "ready_at", cJSON_CreateNumber((double)ready_at));
-    if (r < 0)
-        return r;
-    r = put_json(txn, store->instances, &key, json, 0);
-    if (r < 0)
-        return r;
-    r = txn_commit(&txn);
-    if (r < 0)
-        return r;
-    if (ret_instance)
-        *ret_instance = current;
-    return 0;
+    return instance_update(store, instance_uuid, change_ready, &ready_at, ret_instance);
 }
 
 int store_instance_delete(Store *store, const char *instance_uuid)

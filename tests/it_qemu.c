@@ -260,6 +260,25 @@ static bool record_listed_by_legbactl(const char *uuid)
     return found;
 }
 
+/* The console of a running instance answers as an RFB 3.8 server. */
+static void assert_console_speaks_rfb(virDomainPtr dom)
+{
+    int fd = virDomainOpenGraphicsFD(dom, 0, VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char banner[13] = {0};
+    size_t got = 0;
+    while (got < 12) {
+        ssize_t n = read(fd, banner + got, 12 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    assert_string_equal(banner, "RFB 003.008\n");
+}
+
 static void test_create_console_delete(void **state)
 {
     char uuid[UUID_STR_LEN];
@@ -284,20 +303,7 @@ static void test_create_console_delete(void **state)
     assert_true(record_listed_by_legbactl(uuid));
 
     /* The console is reachable only through libvirt, and speaks RFB 3.8. */
-    int fd = virDomainOpenGraphicsFD(dom, 0, VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH);
-    assert_true(fd >= 0);
-    struct timeval tv = {.tv_sec = 20};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char banner[13] = {0};
-    size_t got = 0;
-    while (got < 12) {
-        ssize_t n = read(fd, banner + got, 12 - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    assert_string_equal(banner, "RFB 003.008\n");
+    assert_console_speaks_rfb(dom);
     virDomainFree(dom);
 
     /* DELETE takes process, domain, overlay and record with it. */
@@ -312,25 +318,6 @@ static void test_create_console_delete(void **state)
     assert_int_equal(request("GET", uuid, &resp), 0);
     assert_http_status(&resp, 404);
     harness_response_done(&resp);
-}
-
-/* The console of a running instance answers as an RFB 3.8 server. */
-static void assert_console_speaks_rfb(virDomainPtr dom)
-{
-    int fd = virDomainOpenGraphicsFD(dom, 0, VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH);
-    assert_true(fd >= 0);
-    struct timeval tv = {.tv_sec = 20};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char banner[13] = {0};
-    size_t got = 0;
-    while (got < 12) {
-        ssize_t n = read(fd, banner + got, 12 - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    assert_string_equal(banner, "RFB 003.008\n");
 }
 
 static void test_uefi_sata_image(void **state)
