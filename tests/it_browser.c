@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "harness.h"
 #include "util.h"
@@ -307,7 +308,103 @@ static int stream_sink(virStreamPtr st, const char *data, size_t nbytes, void *o
     return (int)nbytes;
 }
 
-/* The VM's screen, through libvirt, as RGB (libvirt hands QEMU's PPM over). */
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int paeth(int left, int up, int corner)
+{
+    int p = left + up - corner, pa = abs(p - left), pb = abs(p - up), pc = abs(p - corner);
+    return pa <= pb && pa <= pc ? left : pb <= pc ? up : corner;
+}
+
+/*
+ * QEMU hands libvirt a PNG when it can (8-bit RGB, not interlaced): the
+ * IDAT chunks, inflated, are one filter byte and a row of pixels per line.
+ */
+static void decode_png(const uint8_t *data, size_t len, Picture *ret)
+{
+    assert_true(len > 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0);
+    unsigned w = 0, h = 0, channels = 0;
+    uint8_t *idat = NULL;
+    size_t idat_len = 0;
+    for (size_t at = 8; at + 12 <= len;) {
+        uint32_t clen = be32(data + at);
+        const uint8_t *type = data + at + 4, *body = data + at + 8;
+        assert_true(at + 12 + clen <= len);
+        if (memcmp(type, "IHDR", 4) == 0) {
+            w = be32(body);
+            h = be32(body + 4);
+            assert_int_equal(body[8], 8);                     /* bit depth */
+            assert_true(body[9] == 2 || body[9] == 6);        /* RGB or RGBA */
+            assert_int_equal(body[12], 0);                    /* not interlaced */
+            channels = body[9] == 2 ? 3 : 4;
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            idat = realloc(idat, idat_len + clen);
+            assert_non_null(idat);
+            memcpy(idat + idat_len, body, clen);
+            idat_len += clen;
+        }
+        at += 12 + clen;
+    }
+    assert_true(w > 0 && h > 0 && w <= 16384 && h <= 16384);
+    size_t stride = (size_t)w * channels;
+    uLongf raw_len = (uLongf)((stride + 1) * h);
+    uint8_t *raw = malloc(raw_len);
+    assert_non_null(raw);
+    assert_int_equal(uncompress(raw, &raw_len, idat, idat_len), Z_OK);
+    assert_int_equal(raw_len, (stride + 1) * h);
+    free(idat);
+
+    ret->width = w;
+    ret->height = h;
+    ret->rgb = malloc((size_t)w * h * 3);
+    assert_non_null(ret->rgb);
+    uint8_t *prev = calloc(stride, 1), *cur = malloc(stride);
+    assert_non_null(prev);
+    assert_non_null(cur);
+    for (unsigned y = 0; y < h; y++) {
+        const uint8_t *line = raw + (size_t)y * (stride + 1);
+        for (size_t i = 0; i < stride; i++) {
+            int a = i >= channels ? cur[i - channels] : 0, up = prev[i];
+            int c = i >= channels ? prev[i - channels] : 0, x = line[1 + i];
+            switch (line[0]) {
+            case 0: cur[i] = (uint8_t)x; break;
+            case 1: cur[i] = (uint8_t)(x + a); break;
+            case 2: cur[i] = (uint8_t)(x + up); break;
+            case 3: cur[i] = (uint8_t)(x + (a + up) / 2); break;
+            case 4: cur[i] = (uint8_t)(x + paeth(a, up, c)); break;
+            default: fail_msg("PNG filter %d", line[0]);
+            }
+        }
+        for (unsigned x = 0; x < w; x++)
+            memcpy(ret->rgb + ((size_t)y * w + x) * 3, cur + (size_t)x * channels, 3);
+        uint8_t *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    free(prev);
+    free(cur);
+    free(raw);
+}
+
+static void decode_ppm(const char *data, size_t len, Picture *ret)
+{
+    unsigned w, h, maxval;
+    int header = 0;
+    assert_int_equal(sscanf(data, "P6 %u %u %u%n", &w, &h, &maxval, &header), 3);
+    assert_int_equal(maxval, 255);
+    header++; /* one whitespace byte ends the header */
+    assert_true(len >= (size_t)header + (size_t)w * h * 3);
+    ret->width = w;
+    ret->height = h;
+    ret->rgb = malloc((size_t)w * h * 3);
+    assert_non_null(ret->rgb);
+    memcpy(ret->rgb, data + header, (size_t)w * h * 3);
+}
+
+/* The VM's screen, through libvirt, as RGB (QEMU's PNG, or PPM from older ones). */
 static void screenshot(const char *uuid, Picture *ret)
 {
     char name[64];
@@ -325,21 +422,14 @@ static void screenshot(const char *uuid, Picture *ret)
     assert_int_equal(virStreamFinish(st), 0);
     virStreamFree(st);
     virDomainFree(dom);
-    assert_non_null(strstr(mime, "ppm"));
-    free(mime);
-
-    unsigned w, h, maxval;
-    int header = 0;
     assert_true(len > 16);
-    assert_int_equal(sscanf(data, "P6 %u %u %u%n", &w, &h, &maxval, &header), 3);
-    assert_int_equal(maxval, 255);
-    header++; /* one whitespace byte ends the header */
-    assert_true(len >= (size_t)header + (size_t)w * h * 3);
-    ret->width = w;
-    ret->height = h;
-    ret->rgb = malloc((size_t)w * h * 3);
-    assert_non_null(ret->rgb);
-    memcpy(ret->rgb, data + header, (size_t)w * h * 3);
+    if (strstr(mime, "png"))
+        decode_png((const uint8_t *)data, len, ret);
+    else if (strstr(mime, "ppm"))
+        decode_ppm(data, len, ret);
+    else
+        fail_msg("screenshot of type %s", mime);
+    free(mime);
     free(data);
 }
 
