@@ -280,6 +280,11 @@ static int wait_until(pid_t pid, long long deadline)
 
 int harness_run(const char *const argv[], char **ret_stdout)
 {
+    return harness_run_timeout(argv, ret_stdout, HARNESS_IO_TIMEOUT_S);
+}
+
+int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout_s)
+{
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return -errno;
@@ -303,7 +308,7 @@ int harness_run(const char *const argv[], char **ret_stdout)
     close(pipefd[1]);
     close(null_fd);
 
-    long long deadline = now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
+    long long deadline = now_ms() + timeout_s * 1000LL;
     Buffer out = {0};
     int r = 0;
     for (;;) {
@@ -312,8 +317,7 @@ int harness_run(const char *const argv[], char **ret_stdout)
         if (n < 0 && errno == EINTR)
             continue;
         if (n == 0 && now_ms() >= deadline) {
-            fprintf(stderr, "harness: %s: no end of output after %d s\n", argv[0],
-                    HARNESS_IO_TIMEOUT_S);
+            fprintf(stderr, "harness: %s: no end of output after %d s\n", argv[0], timeout_s);
             break;
         }
         if (n <= 0)
@@ -395,7 +399,8 @@ int harness_build_image(const char *images_dir, const char *name)
     if (asprintf(&tool, "%s/tools/build-image", LEGBA_SOURCE_DIR) < 0)
         return -ENOMEM;
     char *out = NULL;
-    int status = harness_run(HARNESS_LIST(tool, name, "--images-dir", images_dir), &out);
+    int status = harness_run_timeout(HARNESS_LIST(tool, name, "--images-dir", images_dir), &out,
+                                     HARNESS_BUILD_TIMEOUT_S);
     if (status != 0)
         fprintf(stderr, "harness: build-image %s failed (%d):\n%s\n", name, status, out ? out : "");
     free(out);

@@ -25,6 +25,8 @@
 
 /* How long an HTTP exchange or a helper process may take before it is abandoned. */
 #define HARNESS_IO_TIMEOUT_S 60
+/* How long an image build may take (a browser image: minutes). */
+#define HARNESS_BUILD_TIMEOUT_S 1800
 /* How long legbad may take to accept connections after it is started. */
 #define HARNESS_START_TIMEOUT_S 20
 
@@ -65,6 +67,8 @@ void harness_dump_file(const char *path);
  * signal), or -errno when it could not be run.
  */
 int harness_run(const char *const argv[], char **ret_stdout);
+/* The same with another deadline, for long jobs such as an image build. */
+int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout_s);
 
 /*
  * Runs `legbactl --data-dir data_dir args...` (args NULL-terminated, see
