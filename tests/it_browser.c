@@ -494,7 +494,7 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     pthread_mutex_lock(&b.lock);
     unsigned requests = b.page_requests - requests_before;
     pthread_mutex_unlock(&b.lock);
-    Picture pic;
+    Picture pic = {0};
     screenshot(uuid, &pic);
     assert_int_equal(pic.width, width);
     assert_int_equal(pic.height, height);
