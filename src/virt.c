@@ -299,25 +299,35 @@ int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *re
     return 0;
 }
 
+/* The value of attr='…' (or "…") inside the element text [start, end), malloc'd; NULL if absent. */
+static char *xml_attr(const char *start, const char *end, const char *attr)
+{
+    char needle[32];
+    snprintf(needle, sizeof(needle), " %s=", attr);
+    size_t nlen = strlen(needle);
+    for (const char *p = start; p && p + nlen < end; p++) {
+        p = memmem(p, (size_t)(end - p), needle, nlen);
+        if (!p)
+            return NULL;
+        char quote = p[nlen];
+        if (quote != '\'' && quote != '"')
+            continue;
+        const char *value = p + nlen + 1;
+        const char *close = memchr(value, quote, (size_t)(end - value));
+        if (!close)
+            return NULL;
+        return strndup(value, (size_t)(close - value));
+    }
+    return NULL;
+}
+
 /* Reads NAME='<uuid>' out of our metadata element; ret is left empty when absent or malformed. */
 static void metadata_uuid(const char *meta, const char *name, char ret[UUID_STR_LEN])
 {
-    char needle[32];
     ret[0] = '\0';
-    snprintf(needle, sizeof(needle), " %s=", name);
-    const char *p = meta ? strstr(meta, needle) : NULL;
-    if (!p)
-        return;
-    p += strlen(needle);
-    if (*p != '"' && *p != '\'')
-        return;
-    char value[UUID_STR_LEN];
-    size_t n = strcspn(p + 1, "\"'");
-    if (n != UUID_STR_LEN - 1)
-        return;
-    memcpy(value, p + 1, n);
-    value[n] = '\0';
-    uuid_normalize(value, ret);
+    _cleanup_free_ char *value = meta ? xml_attr(meta, meta + strlen(meta), name) : NULL;
+    if (value && uuid_normalize(value, ret) < 0)
+        ret[0] = '\0';
 }
 
 int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, char **ret_error)
@@ -348,28 +358,6 @@ int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, ch
     *ret_domains = out;
     *ret_count = count;
     return 0;
-}
-
-/* The value of attr='…' (or "…") inside the element text [start, end), malloc'd; NULL if absent. */
-static char *xml_attr(const char *start, const char *end, const char *attr)
-{
-    char needle[32];
-    snprintf(needle, sizeof(needle), " %s=", attr);
-    size_t nlen = strlen(needle);
-    for (const char *p = start; p && p + nlen < end; p++) {
-        p = memmem(p, (size_t)(end - p), needle, nlen);
-        if (!p)
-            return NULL;
-        char quote = p[nlen];
-        if (quote != '\'' && quote != '"')
-            continue;
-        const char *value = p + nlen + 1;
-        const char *close = memchr(value, quote, (size_t)(end - value));
-        if (!close)
-            return NULL;
-        return strndup(value, (size_t)(close - value));
-    }
-    return NULL;
 }
 
 int virt_domain_agent_socket(Virt *virt, const char *instance_uuid, const char *name,
