@@ -81,31 +81,28 @@ static void not_found(HttpResponse *response)
 }
 
 /* Comma-separated names for error messages that list what is accepted. */
+/* Appends ", name" (or the first name) to a comma-separated list in buf. */
+static void append_name(char *buf, size_t size, const char *name)
+{
+    size_t used = strlen(buf);
+    if (used < size)
+        snprintf(buf + used, size - used, "%s%s", used ? ", " : "", name);
+}
+
 static void image_names(const ImageCatalog *images, char *buf, size_t size)
 {
-    size_t used = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < image_catalog_count(images) && used < size; i++) {
-        int n = snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
-                         image_catalog_get(images, i)->name);
-        if (n < 0)
-            break;
-        used += (size_t)n;
-    }
-    if (image_catalog_count(images) == 0)
+    for (size_t i = 0; i < image_catalog_count(images); i++)
+        append_name(buf, size, image_catalog_get(images, i)->name);
+    if (!buf[0])
         snprintf(buf, size, "(none installed)");
 }
 
 static void size_names(char *buf, size_t size)
 {
-    size_t used = 0;
     buf[0] = '\0';
-    for (size_t i = 0; template_size_names[i] && used < size; i++) {
-        int n = snprintf(buf + used, size - used, "%s%s", i ? ", " : "", template_size_names[i]);
-        if (n < 0)
-            break;
-        used += (size_t)n;
-    }
+    for (size_t i = 0; template_size_names[i]; i++)
+        append_name(buf, size, template_size_names[i]);
 }
 
 /* Renders the size's template for this instance; -errno, with *ret_error for the log. */
