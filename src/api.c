@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "access.h"
 #include "api_request.h"
 #include "auth.h"
 #include "disk.h"
@@ -45,20 +46,28 @@ static bool visible(const StoreInstance *instance)
     return status_name(instance->state) != NULL;
 }
 
-static cJSON *instance_to_json(const StoreInstance *instance)
+/*
+ * The instance as clients see it. access_url carries the console secret
+ * only when one was just issued (secret not NULL): it is stored hashed, so
+ * every other answer gives the viewer's address alone.
+ */
+static cJSON *instance_to_json(const Api *api, const StoreInstance *instance, const char *secret)
 {
     char created[UTIL_ISO8601_LEN], ready[UTIL_ISO8601_LEN];
     util_format_iso8601(instance->created_at, created);
     if (instance->ready_at)
         util_format_iso8601(instance->ready_at, ready);
+    _cleanup_free_ char *base = NULL, *access = NULL;
+    if (access_base(api->viewer->base_template, instance->uuid, &base) < 0 ||
+        access_url(base, instance->uuid, secret, &access) < 0)
+        return NULL;
     cJSON *json = cJSON_CreateObject();
     if (!json || !cJSON_AddStringToObject(json, "instance_uuid", instance->uuid) ||
         !cJSON_AddStringToObject(json, "status", status_name(instance->state)) ||
         !cJSON_AddStringToObject(json, "image", instance->image) ||
         !cJSON_AddStringToObject(json, "size", instance->size) ||
         !cJSON_AddStringToObject(json, "created_at", created) ||
-        /* The console that serves access_url is not part of this release. */
-        !cJSON_AddNullToObject(json, "access_url") ||
+        !cJSON_AddStringToObject(json, "access_url", access) ||
         !(instance->start_url[0] ? cJSON_AddStringToObject(json, "start_url", instance->start_url)
                                  : cJSON_AddNullToObject(json, "start_url")) ||
         !cJSON_AddBoolToObject(json, "ready", instance->ready_at != 0) ||
@@ -212,7 +221,10 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     snprintf(instance.size, sizeof(instance.size), "%s", body.size);
     if (body.start_url)
         snprintf(instance.start_url, sizeof(instance.start_url), "%s", body.start_url);
-    int r = uuid_generate(instance.uuid);
+    char secret[ACCESS_SECRET_LEN + 1];
+    int r = access_secret_generate(secret, instance.console_hash);
+    if (r >= 0)
+        r = uuid_generate(instance.uuid);
     if (r >= 0)
         r = store_instance_insert_capped(api->store, &instance, api->config->max_instances);
     if (r == -EDQUOT) {
@@ -274,7 +286,7 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
              instance.image, instance.size);
     if (asprintf(&response->location, "/orgs/%s/api/instances/%s", org_uuid, instance.uuid) < 0)
         response->location = NULL;
-    http_response_json(response, 201, instance_to_json(&instance));
+    http_response_json(response, 201, instance_to_json(api, &instance, secret));
 
 cleanup:
     api_create_request_done(&body);
@@ -294,7 +306,7 @@ static void instances_list(Api *api, const char *org_uuid, HttpResponse *respons
     for (size_t i = 0; array && i < count; i++) {
         if (!visible(&instances[i]))
             continue;
-        cJSON *item = instance_to_json(&instances[i]);
+        cJSON *item = instance_to_json(api, &instances[i], NULL);
         if (!item) {
             cJSON_Delete(json);
             internal_error(response);
@@ -335,7 +347,31 @@ static void instance_get(Api *api, const Route *route, HttpResponse *response)
     StoreInstance instance;
     if (find_instance(api, route, &instance, response) < 0)
         return;
-    http_response_json(response, 200, instance_to_json(&instance));
+    http_response_json(response, 200, instance_to_json(api, &instance, NULL));
+}
+
+/* POST …/access: a new console secret; the old URL and its cookies open nothing new. */
+static void instance_new_access(Api *api, const Route *route, HttpResponse *response)
+{
+    StoreInstance instance;
+    if (find_instance(api, route, &instance, response) < 0)
+        return;
+    char secret[ACCESS_SECRET_LEN + 1], hash[STORE_CONSOLE_HASH_LEN];
+    int r = access_secret_generate(secret, hash);
+    if (r >= 0)
+        r = store_instance_set_console_hash(api->store, instance.uuid, hash, &instance);
+    if (r == -ENOENT || r == -ESTALE) {
+        not_found(response);
+        return;
+    }
+    if (r < 0) {
+        log_error("instance %s: cannot store a new console secret: %s", instance.uuid,
+                  strerror(-r));
+        internal_error(response);
+        return;
+    }
+    log_info("instance %s: new access URL issued", instance.uuid);
+    http_response_json(response, 200, instance_to_json(api, &instance, secret));
 }
 
 static void instance_delete(Api *api, const Route *route, HttpResponse *response)
@@ -363,6 +399,8 @@ static void instance_delete(Api *api, const Route *route, HttpResponse *response
         return;
     }
 
+    /* Nobody watches a browser that is going away; its URL already answers 404. */
+    console_relay_revoke(api->viewer->relay, instance.uuid);
     agent_hub_forget(api->agents, instance.uuid);
     _cleanup_free_ char *why = NULL;
     r = virt_domain_remove(api->virt, instance.uuid, &why);
@@ -478,10 +516,27 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
     char org[UUID_STR_LEN];
     Route route;
 
+    RouteResult matched = route_match(request->path, &route);
+    /* The console answers to its cookie, not to a token; a malformed id is just not there. */
+    if (matched == ROUTE_OK && route_is_console(route.id)) {
+        if (!route_allows(route.id, route_method_parse(request->method))) {
+            response->allow = route_allow_header(route.id);
+            http_response_error(response, 405, "method_not_allowed", "allowed methods: %s",
+                                response->allow);
+            return;
+        }
+        viewer_handle(api->viewer, &route, request, response);
+        return;
+    }
+    if (matched == ROUTE_BAD_INSTANCE_UUID && strncmp(request->path, "/console/", 9) == 0) {
+        not_found(response);
+        return;
+    }
+
     if (authenticate(api, request, org, response) < 0)
         return;
 
-    switch (route_match(request->path, &route)) {
+    switch (matched) {
     case ROUTE_OK:
         break;
     case ROUTE_BAD_ORG_UUID:
@@ -515,6 +570,8 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
         instances_create(api, org, request, response);
     else if (route.id == ROUTE_INSTANCE && method == ROUTE_METHOD_GET)
         instance_get(api, &route, response);
+    else if (route.id == ROUTE_INSTANCE_ACCESS)
+        instance_new_access(api, &route, response);
     else if (route.id == ROUTE_IMAGES)
         respond_list(api, response, "images", image_catalog_count(api->images), fill_image);
     else if (route.id == ROUTE_SIZES)

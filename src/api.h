@@ -13,6 +13,7 @@
 #include "image.h"
 #include "store.h"
 #include "template.h"
+#include "viewer.h"
 #include "virt.h"
 
 typedef struct {
@@ -24,6 +25,7 @@ typedef struct {
     bool kvm;
     const char *install_id; /* written into every domain's metadata */
     AgentHub *agents;       /* NULL: nobody waits for guests to report ready */
+    Viewer *viewer;         /* the console routes, and the base of access URLs */
 } Api;
 
 /*

@@ -28,8 +28,10 @@ typedef enum {
     CONFIG_UNSIGNED, /* decimal, within [min, max] */
     CONFIG_ACCEL,
     CONFIG_LOG_LEVEL,
-    CONFIG_LISTEN,   /* "ADDR:PORT" into listen_address + listen_port */
-    CONFIG_LOOPBACK, /* "" or "127.x.y.z:PORT": an endpoint on this host's loopback only */
+    CONFIG_LISTEN,        /* "ADDR:PORT" into listen_address + listen_port */
+    CONFIG_LOOPBACK,      /* "" or "127.x.y.z:PORT": an endpoint on this host's loopback only */
+    CONFIG_OPTIONAL_PATH, /* "" or an absolute path */
+    CONFIG_ORIGINS,       /* "" or space-separated http(s)://host[:port] */
 } ConfigType;
 
 typedef struct {
@@ -51,7 +53,17 @@ static const ConfigKey config_keys[] = {
     {"images_dir", CONFIG_PATH, FIELD(images_dir), 0, 0, "an absolute path"},
     {"domains_dir", CONFIG_PATH, FIELD(domains_dir), 0, 0, "an absolute path"},
     {"public_url", CONFIG_URL, FIELD(public_url), 0, 0,
-     "empty, or an http:// or https:// URL without query or fragment"},
+     "empty, or an http:// or https:// URL without query or fragment ({instance} in it stands "
+     "for the instance's uuid)"},
+    {"novnc_dir", CONFIG_PATH, FIELD(novnc_dir), 0, 0, "an absolute path"},
+    {"tls_cert", CONFIG_OPTIONAL_PATH, FIELD(tls_cert), 0, 0,
+     "empty, or the absolute path of a PEM certificate"},
+    {"tls_key", CONFIG_OPTIONAL_PATH, FIELD(tls_key), 0, 0,
+     "empty, or the absolute path of a PEM private key"},
+    {"console_origins", CONFIG_ORIGINS, FIELD(console_origins), 0, 0,
+     "empty, or space-separated origins such as https://portal.example.com"},
+    {"console_max_viewers", CONFIG_UNSIGNED, FIELD(console_max_viewers), 1, 64,
+     "a whole number from 1 to 64"},
     {"accel", CONFIG_ACCEL, FIELD(accel), 0, 0, "auto, kvm or tcg"},
     {"log_level", CONFIG_LOG_LEVEL, FIELD(log_level), 0, 0, "error, warn, info or debug"},
     {"max_connections", CONFIG_UNSIGNED, FIELD(max_connections), 1, 4000,
@@ -68,8 +80,9 @@ static const ConfigKey config_keys[] = {
 
 /* Every heap string in a Config, so free and copy cannot miss one. */
 static const size_t config_strings[] = {
-    FIELD(listen_address), FIELD(libvirt_uri), FIELD(data_dir),      FIELD(images_dir),
-    FIELD(domains_dir),    FIELD(public_url),  FIELD(guest_forward),
+    FIELD(listen_address), FIELD(libvirt_uri), FIELD(data_dir),        FIELD(images_dir),
+    FIELD(domains_dir),    FIELD(public_url),  FIELD(guest_forward),   FIELD(novnc_dir),
+    FIELD(tls_cert),       FIELD(tls_key),     FIELD(console_origins),
 };
 
 static const char *const accel_names[] = {
@@ -119,6 +132,10 @@ int config_init(Config *config)
         {FIELD(domains_dir), LEGBA_DOMAINS_DIR},
         {FIELD(public_url), ""},
         {FIELD(guest_forward), ""},
+        {FIELD(novnc_dir), "/usr/share/novnc"},
+        {FIELD(tls_cert), ""},
+        {FIELD(tls_key), ""},
+        {FIELD(console_origins), ""},
     };
 
     Config c = {
@@ -129,6 +146,7 @@ int config_init(Config *config)
         .max_connections_per_ip = 64,
         .connection_timeout = 30,
         .max_instances = 64,
+        .console_max_viewers = 4,
     };
     for (size_t i = 0; i < ARRAY_SIZE(defaults); i++) {
         if (util_strdup(defaults[i].value, string_field(&c, defaults[i].offset)) < 0) {
@@ -315,6 +333,54 @@ static int parse_loopback(const char *text, char **ret)
     return 0;
 }
 
+/* One origin as a browser sends it: scheme, host, optional port; no path, no trailing slash. */
+static bool origin_is_valid(const char *origin, size_t len)
+{
+    size_t skip;
+    if (len > 7 && strncmp(origin, "http://", 7) == 0)
+        skip = 7;
+    else if (len > 8 && strncmp(origin, "https://", 8) == 0)
+        skip = 8;
+    else
+        return false;
+    for (size_t i = skip; i < len; i++) {
+        char c = origin[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+              c == ':' || c == '[' || c == ']'))
+            return false;
+    }
+    return true;
+}
+
+/* Space-separated origins, kept lowercase and joined by single spaces. */
+static int parse_origins(const char *text, char **ret)
+{
+    size_t len = strlen(text);
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -ENOMEM;
+    size_t o = 0;
+    for (const char *p = text; *p;) {
+        p += strspn(p, " \t");
+        size_t n = strcspn(p, " \t");
+        if (n == 0)
+            break;
+        if (o > 0)
+            copy[o++] = ' ';
+        for (size_t i = 0; i < n; i++)
+            copy[o + i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
+        if (!origin_is_valid(copy + o, n)) {
+            free(copy);
+            return -EINVAL;
+        }
+        o += n;
+        p += n;
+    }
+    copy[o] = '\0';
+    *ret = copy;
+    return 0;
+}
+
 /* Parses into locals and stores only on success: a rejected value leaves the config as it was. */
 static int config_apply(Config *config, const ConfigKey *k, const char *value)
 {
@@ -333,6 +399,12 @@ static int config_apply(Config *config, const ConfigKey *k, const char *value)
         break;
     case CONFIG_LOOPBACK:
         r = parse_loopback(value, &text);
+        break;
+    case CONFIG_OPTIONAL_PATH:
+        r = value[0] == '\0' ? util_strdup("", &text) : parse_path(value, &text);
+        break;
+    case CONFIG_ORIGINS:
+        r = parse_origins(value, &text);
         break;
     case CONFIG_UNSIGNED: {
         unsigned v;
@@ -382,12 +454,11 @@ int config_set(Config *config, const char *key, const char *value, char **ret_er
 {
     const ConfigKey *k = config_key_find(key);
     if (!k) {
-        char known[512] = "";
-        for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
-            if (i > 0)
-                strcat(known, ", ");
-            strcat(known, config_keys[i].key);
-        }
+        char known[1024] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(config_keys) && used < sizeof(known); i++)
+            used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
+                                     config_keys[i].key);
         util_set_error(ret_error, 0, "unknown key '%.*s'; known keys: %s", CONFIG_QUOTE_MAX, key,
                        known);
         return -EINVAL;
@@ -413,6 +484,21 @@ int config_set(Config *config, const char *key, const char *value, char **ret_er
                        k->doc);
         return -EINVAL;
     }
+    return 0;
+}
+
+int config_check(const Config *config, char **ret_error)
+{
+    if (!config->tls_cert[0] != !config->tls_key[0])
+        return util_set_error(ret_error, -EINVAL,
+                              "tls_cert and tls_key go together: set both for HTTPS, or neither");
+    /* An access URL must name a host a browser can reach; 0.0.0.0 is not one. */
+    if (!config->public_url[0] && (strcmp(config->listen_address, "0.0.0.0") == 0 ||
+                                   strcmp(config->listen_address, "::") == 0))
+        return util_set_error(ret_error, -EINVAL,
+                              "listen %s: set public_url too, the base of the access URLs that "
+                              "browsers open",
+                              config->listen_address);
     return 0;
 }
 

@@ -21,7 +21,17 @@ typedef struct {
     char *data_dir;       /* "/var/lib/legba": LMDB + instance disks */
     char *images_dir;     /* "/var/lib/legba/images" */
     char *domains_dir;    /* LEGBA_DOMAINS_DIR */
-    char *public_url;     /* base of access_url; "" = http://<listen> */
+    /*
+     * Base of access_url, "" = http(s)://<listen>. "{instance}" in it is
+     * replaced by the instance's uuid (a wildcard DNS name per instance).
+     */
+    char *public_url;
+    char *novnc_dir; /* noVNC's files: "/usr/share/novnc" (Debian's novnc) */
+    char *tls_cert;  /* PEM certificate chain; "" with tls_key "" = plain HTTP */
+    char *tls_key;
+    /* Origins besides the access URL's own allowed to open a console: "" or space-separated. */
+    char *console_origins;
+    unsigned console_max_viewers; /* concurrent viewers per instance, 4 */
     /*
      * "" (default): guests have no network interface. "127.X.Y.Z:PORT":
      * each guest gets QEMU user-mode networking with restrict=on, whose only
@@ -45,6 +55,11 @@ void config_free(Config *config);
  * *ret_error, if not NULL, gets a malloc'd message naming the key.
  */
 int config_set(Config *config, const char *key, const char *value, char **ret_error);
+/*
+ * Checks what no single key can: settings that only make sense together.
+ * -EINVAL with *ret_error (malloc'd) naming the keys.
+ */
+int config_check(const Config *config, char **ret_error);
 /* Reads a file of `key = value` lines ('#' comments, blank lines). Errors name file:line. */
 int config_load_file(Config *config, const char *path, char **ret_error);
 

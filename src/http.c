@@ -25,6 +25,11 @@ typedef struct {
     size_t body_len;
     bool too_large;
     struct timespec started;
+    /* An answered upgrade, until libmicrohttpd either hands over the socket or gives up. */
+    HttpUpgradedFn upgraded;
+    HttpUpgradeAbandonedFn abandoned;
+    void *upgrade_data;
+    bool upgrade_taken;
 } RequestState;
 
 int http_response_json(HttpResponse *response, unsigned status, cJSON *json)
@@ -39,6 +44,8 @@ int http_response_json(HttpResponse *response, unsigned status, cJSON *json)
     free(response->body);
     response->status = status;
     response->body = text;
+    response->body_len = 0;
+    response->content_type = NULL;
     return 0;
 }
 
@@ -74,25 +81,80 @@ static void remote_address(struct MHD_Connection *connection, char *buf, size_t 
     getnameinfo(sa, len, buf, (socklen_t)size, NULL, 0, NI_NUMERICHOST);
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResponse *out)
+const char *http_request_header(const HttpRequest *request, const char *name)
 {
-    struct MHD_Response *response;
-    if (out->body)
-        response =
-            MHD_create_response_from_buffer(strlen(out->body), out->body, MHD_RESPMEM_MUST_FREE);
-    else
-        response = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    return MHD_lookup_connection_value(request->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_cookie(const HttpRequest *request, const char *name)
+{
+    return MHD_lookup_connection_value(request->connection, MHD_COOKIE_KIND, name);
+}
+
+void http_upgrade_close(HttpUpgrade *upgrade)
+{
+    MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)upgrade, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* libmicrohttpd has sent the 101: the socket is the application's now. */
+static void on_upgraded(void *cls, struct MHD_Connection *connection, void *con_cls,
+                        const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    RequestState *state = cls;
+    state->upgrade_taken = true;
+    state->upgraded(state->upgrade_data, sock, extra_in, extra_in_size, (HttpUpgrade *)urh);
+}
+
+static struct MHD_Response *create_response(HttpResponse *out, RequestState *state)
+{
+    if (out->websocket_accept) {
+        struct MHD_Response *response = MHD_create_response_for_upgrade(on_upgraded, state);
+        if (!response)
+            return NULL;
+        state->upgraded = out->upgraded;
+        state->abandoned = out->abandoned;
+        state->upgrade_data = out->upgrade_data;
+        MHD_add_response_header(response, MHD_HTTP_HEADER_UPGRADE, "websocket");
+        MHD_add_response_header(response, "Sec-WebSocket-Accept", out->websocket_accept);
+        return response;
+    }
+    if (!out->body)
+        return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    size_t len = out->body_len ? out->body_len : strlen(out->body);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(len, out->body, MHD_RESPMEM_MUST_FREE);
+    if (response)
+        out->body = NULL; /* owned by the response now */
+    return response;
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResponse *out,
+                                     RequestState *state)
+{
+    struct MHD_Response *response = create_response(out, state);
     if (!response) {
         free(out->body);
         out->body = NULL;
         return MHD_NO;
     }
-    out->body = NULL; /* owned by the response now */
 
-    if (out->status != 204)
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (out->status != 204 && out->status != 101)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                out->content_type ? out->content_type : "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            out->cache_control ? out->cache_control : "no-store");
     MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+    /* No page of ours links anywhere, and an address may carry an instance's id. */
+    MHD_add_response_header(response, "Referrer-Policy", "no-referrer");
+    if (out->csp) {
+        MHD_add_response_header(response, "Content-Security-Policy", out->csp);
+        MHD_add_response_header(response, "X-Frame-Options", "DENY");
+    }
+    if (out->websocket_version)
+        MHD_add_response_header(response, "Sec-WebSocket-Version", out->websocket_version);
+    if (out->set_cookie)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_SET_COOKIE, out->set_cookie);
     if (out->location)
         MHD_add_response_header(response, MHD_HTTP_HEADER_LOCATION, out->location);
     if (out->allow)
@@ -157,13 +219,21 @@ static enum MHD_Result finish(HttpServer *server, struct MHD_Connection *connect
             .body = state->body ? state->body : "",
             .body_len = state->body_len,
             .remote = remote,
+            .connection = connection,
         };
         server->handler(server->userdata, &request, &out);
     }
 
     unsigned status = out.status;
-    enum MHD_Result r = send_response(connection, &out);
+    enum MHD_Result r = send_response(connection, &out, state);
+    /* Not queued after all: what the upgrade would have taken over is undone now. */
+    if (out.websocket_accept && r != MHD_YES && out.abandoned) {
+        state->upgraded = NULL;
+        out.abandoned(out.upgrade_data);
+    }
     free(out.location);
+    free(out.set_cookie);
+    free(out.websocket_accept);
     char shown[4 * LOG_PATH_MAX + 4], shown_method[4 * LOG_PATH_MAX + 4];
     printable_path(url, shown);
     printable_path(method, shown_method);
@@ -237,6 +307,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
     RequestState *state = *con_cls;
     if (!state)
         return;
+    if (state->upgraded && !state->upgrade_taken && state->abandoned)
+        state->abandoned(state->upgrade_data);
     free(state->body);
     free(state);
     *con_cls = NULL;
@@ -284,17 +356,27 @@ int http_server_start(const HttpServerOptions *options, HttpHandler handler, voi
     server->handler = handler;
     server->userdata = userdata;
 
+    bool tls = options->tls_cert_pem && options->tls_key_pem;
+    if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        freeaddrinfo(ai);
+        return util_set_error(ret_error, -ENOTSUP, "this libmicrohttpd was built without TLS");
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (tls)
+        flags |= MHD_USE_TLS;
+    /* The TLS options come last: without TLS they end the list early instead. */
     server->daemon = MHD_start_daemon(
         flags, options->port, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER,
         on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK,
         keep_escaped, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_CONNECTION_LIMIT, options->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         options->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, options->connection_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, options->tls_cert_pem,
+        MHD_OPTION_HTTPS_MEM_KEY, options->tls_key_pem, MHD_OPTION_END);
     int saved_errno = errno;
     freeaddrinfo(ai);
     if (!server->daemon) {

@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "console.h"
 #include "disk.h"
 #include "http.h"
 #include "image.h"
@@ -35,7 +36,10 @@ static void usage(FILE *out)
             "      --images-dir DIR     image catalog (default /var/lib/legba/images)\n"
             "      --domains-dir DIR    domain templates (default %s)\n"
             "      --accel MODE         auto, kvm or tcg (default auto)\n"
-            "      --public-url URL     base of access URLs\n"
+            "      --public-url URL     base of access URLs ({instance}: the instance's uuid)\n"
+            "      --tls-cert FILE      PEM certificate: serve HTTPS (with --tls-key)\n"
+            "      --tls-key FILE       PEM private key of --tls-cert\n"
+            "      --novnc-dir DIR      noVNC's files (default /usr/share/novnc)\n"
             "      --log-level LEVEL    error, warn, info or debug (default info)\n"
             "  -h, --help               show this help\n"
             "      --version            show the version\n"
@@ -51,7 +55,8 @@ static const struct {
 } flag_keys[] = {
     {"listen", "listen"},         {"libvirt-uri", "libvirt_uri"}, {"data-dir", "data_dir"},
     {"images-dir", "images_dir"}, {"domains-dir", "domains_dir"}, {"accel", "accel"},
-    {"public-url", "public_url"}, {"log-level", "log_level"},
+    {"public-url", "public_url"}, {"log-level", "log_level"},     {"tls-cert", "tls_cert"},
+    {"tls-key", "tls_key"},       {"novnc-dir", "novnc_dir"},
 };
 
 enum { OPT_VERSION = 256, OPT_KEY_BASE = 512 };
@@ -127,6 +132,53 @@ static int lock_data_dir(const char *data_dir, int *ret_fd)
     return 0;
 }
 
+/* TLS certificate and key, read whole; both NULL for plain HTTP. */
+static int load_tls(const Config *config, char **ret_cert, char **ret_key)
+{
+    if (!config->tls_cert[0])
+        return 0;
+    static const size_t max = 256 * 1024;
+    size_t len;
+    int r = util_read_file(config->tls_cert, max, ret_cert, &len);
+    if (r < 0) {
+        log_error("tls_cert %s: cannot read: %s", config->tls_cert, strerror(-r));
+        return r;
+    }
+    r = util_read_file(config->tls_key, max, ret_key, &len);
+    if (r < 0) {
+        log_error("tls_key %s: cannot read: %s", config->tls_key, strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+/* The base of access URLs: public_url, or this listener's own address. */
+static int base_url(const Config *config, bool tls, char **ret)
+{
+    int r;
+    if (config->public_url[0])
+        r = asprintf(ret, "%s", config->public_url);
+    else if (strchr(config->listen_address, ':'))
+        r = asprintf(ret, "%s://[%s]:%u", tls ? "https" : "http", config->listen_address,
+                     config->listen_port);
+    else
+        r = asprintf(ret, "%s://%s:%u", tls ? "https" : "http", config->listen_address,
+                     config->listen_port);
+    return r < 0 ? -ENOMEM : 0;
+}
+
+/* A console page without noVNC shows nothing: say so at start, not at the first viewer. */
+static void check_novnc(const Config *config)
+{
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/core/rfb.js", config->novnc_dir) < 0)
+        return;
+    if (access(path, R_OK) < 0)
+        log_warn("novnc_dir %s: no core/rfb.js there (apt-get install novnc); access URLs will "
+                 "show an empty page",
+                 config->novnc_dir);
+}
+
 int main(int argc, char **argv)
 {
     Config config;
@@ -136,7 +188,9 @@ int main(int argc, char **argv)
     DomainTemplates *templates = NULL;
     HttpServer *server = NULL;
     AgentHub *agents = NULL;
+    ConsoleRelay *consoles = NULL;
     _cleanup_free_ char *error = NULL;
+    _cleanup_free_ char *base_template = NULL, *tls_cert = NULL, *tls_key = NULL;
     _cleanup_free_ char *accel_reason = NULL;
     _cleanup_close_ int lock_fd = -1;
     int ret = 1, r;
@@ -151,6 +205,11 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(config.log_level);
+    if (config_check(&config, &error) < 0) {
+        fprintf(stderr, "legbad: %s\n", error);
+        config_free(&config);
+        return 2;
+    }
 
     /* Signals are taken by sigwait below; every thread started later inherits the mask. */
     sigset_t signals;
@@ -237,12 +296,37 @@ int main(int argc, char **argv)
         log_warn("reconcile left work undone; it is retried at the next start");
     api_watch_unready(&api);
 
+    ConsoleOptions console_options = {.max_viewers = config.console_max_viewers};
+    r = console_relay_start(&console_options, &consoles);
+    if (r < 0) {
+        log_error("cannot start the console relay: %s", strerror(-r));
+        goto out;
+    }
+    r = load_tls(&config, &tls_cert, &tls_key);
+    if (r < 0)
+        goto out;
+    r = base_url(&config, tls_cert != NULL, &base_template);
+    if (r < 0)
+        goto out;
+    static Viewer viewer;
+    viewer = (Viewer){.config = &config,
+                      .store = store,
+                      .virt = virt,
+                      .relay = consoles,
+                      .base_template = base_template};
+    api.viewer = &viewer;
+    check_novnc(&config);
+    log_info("access URLs: %s/console/<instance>/ (%s)", base_template,
+             tls_cert ? "HTTPS" : "plain HTTP");
+
     HttpServerOptions http = {
         .address = config.listen_address,
         .port = config.listen_port,
         .max_connections = config.max_connections,
         .max_connections_per_ip = config.max_connections_per_ip,
         .connection_timeout = config.connection_timeout,
+        .tls_cert_pem = tls_cert,
+        .tls_key_pem = tls_key,
     };
     free(error);
     error = NULL;
@@ -261,6 +345,8 @@ int main(int argc, char **argv)
     ret = 0;
 
 out:
+    /* Consoles first: libmicrohttpd must get every upgraded socket back before it stops. */
+    console_relay_stop(consoles);
     http_server_stop(server);
     agent_hub_free(agents);
     virt_close(virt);

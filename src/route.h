@@ -13,10 +13,18 @@
 #define ROUTE_PATH_MAX 512
 
 typedef enum {
-    ROUTE_INSTANCES = 0, /* /orgs/{org_uuid}/api/instances */
-    ROUTE_INSTANCE,      /* /orgs/{org_uuid}/api/instances/{instance_uuid} */
-    ROUTE_IMAGES,        /* /orgs/{org_uuid}/api/images */
-    ROUTE_SIZES,         /* /orgs/{org_uuid}/api/sizes */
+    ROUTE_INSTANCES = 0,   /* /orgs/{org_uuid}/api/instances */
+    ROUTE_INSTANCE,        /* /orgs/{org_uuid}/api/instances/{instance_uuid} */
+    ROUTE_IMAGES,          /* /orgs/{org_uuid}/api/images */
+    ROUTE_SIZES,           /* /orgs/{org_uuid}/api/sizes */
+    ROUTE_INSTANCE_ACCESS, /* /orgs/{org_uuid}/api/instances/{instance_uuid}/access */
+    /* The access URL's side: no Bearer token, the console cookie instead. */
+    ROUTE_CONSOLE_BARE,    /* /console/{instance_uuid} (redirects to the page) */
+    ROUTE_CONSOLE_PAGE,    /* /console/{instance_uuid}/ */
+    ROUTE_CONSOLE_SESSION, /* /console/{instance_uuid}/session */
+    ROUTE_CONSOLE_STATUS,  /* /console/{instance_uuid}/status */
+    ROUTE_CONSOLE_SOCKET,  /* /console/{instance_uuid}/websocket */
+    ROUTE_CONSOLE_ASSET,   /* /console/{instance_uuid}/{asset...} */
     _ROUTE_MAX,
 } RouteId;
 
@@ -29,7 +37,13 @@ typedef enum {
 typedef struct {
     RouteId id;
     char org_uuid[UUID_STR_LEN];      /* normalised */
-    char instance_uuid[UUID_STR_LEN]; /* normalised, ROUTE_INSTANCE only */
+    char instance_uuid[UUID_STR_LEN]; /* normalised, for routes with an instance */
+    /*
+     * ROUTE_CONSOLE_ASSET: the rest of the path, "viewer.js" or
+     * "novnc/core/rfb.js": segments of letters, digits, '-', '_' and '.',
+     * none starting with '.', so it never climbs out of its directory.
+     */
+    char asset[ROUTE_PATH_MAX + 1];
 } Route;
 
 typedef enum {
@@ -43,5 +57,7 @@ RouteResult route_match(const char *path, Route *ret_route);
 /* 0 for an unknown method name. */
 RouteMethod route_method_parse(const char *method);
 bool route_allows(RouteId id, RouteMethod method);
+/* Whether the route belongs to the console (cookie, not Bearer token). */
+bool route_is_console(RouteId id);
 /* The Allow header value for a route, e.g. "GET, POST". */
 const char *route_allow_header(RouteId id);

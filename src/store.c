@@ -10,7 +10,8 @@
  *   token_ids      token id                              SHA-256 of the token (32 raw bytes)
  *   instances      instance_uuid                         {"org_uuid","image","size","state",
  *                                                         "created_at","updated_at",
- *                                                         "start_url","ready_at"}
+ *                                                         "start_url","ready_at",
+ *                                                         "console_hash"}
  *   org_instances  org_uuid ‖ instance_uuid (72 bytes)   empty
  *
  * - Every uuid in a key or a value is the canonical lowercase 8-4-4-4-12 text,
@@ -340,7 +341,7 @@ typedef struct {
 typedef struct {
     size_t size;
     Field key;
-    Field fields[9]; /* up to the first without a name */
+    Field fields[12]; /* up to the first without a name: at most 11 */
 } RecordType;
 
 /* Room for a record of any type, so a copy can be built before it is handed out. */
@@ -750,7 +751,8 @@ static const RecordType instance_record = {
      FIELD(StoreInstance, size, FIELD_TEXT), FIELD(StoreInstance, state, FIELD_STATE),
      FIELD(StoreInstance, created_at, FIELD_TIME), FIELD(StoreInstance, updated_at, FIELD_TIME),
      FIELD(StoreInstance, start_url, FIELD_OPT_TEXT),
-     FIELD(StoreInstance, ready_at, FIELD_OPT_TIME)},
+     FIELD(StoreInstance, ready_at, FIELD_OPT_TIME),
+     FIELD(StoreInstance, console_hash, FIELD_OPT_TEXT)},
 };
 
 /* The org_instances key for an instance: org_uuid ‖ instance_uuid. */
@@ -1077,6 +1079,24 @@ int store_instance_set_ready(Store *store, const char *instance_uuid, int64_t re
     if (ready_at <= 0)
         return -EINVAL;
     return instance_update(store, instance_uuid, change_ready, &ready_at, ret_instance);
+}
+
+static int change_console_hash(StoreInstance *current, cJSON *json, const void *arg)
+{
+    const char *hash = arg;
+    if (current->state != INSTANCE_RUNNING && current->state != INSTANCE_STOPPED)
+        return -ESTALE;
+    snprintf(current->console_hash, sizeof(current->console_hash), "%s", hash);
+    return json_set(json, "console_hash", cJSON_CreateString(hash));
+}
+
+int store_instance_set_console_hash(Store *store, const char *instance_uuid,
+                                    const char hash[STORE_CONSOLE_HASH_LEN],
+                                    StoreInstance *ret_instance)
+{
+    if (strlen(hash) != STORE_CONSOLE_HASH_LEN - 1)
+        return -EINVAL;
+    return instance_update(store, instance_uuid, change_console_hash, hash, ret_instance);
 }
 
 int store_instance_delete(Store *store, const char *instance_uuid)

@@ -17,6 +17,7 @@
 #define STORE_IMAGE_NAME_MAX 64
 #define STORE_SIZE_NAME_MAX 15
 #define STORE_URL_MAX 2048
+#define STORE_CONSOLE_HASH_LEN (2 * AUTH_HASH_LEN + 1)
 /* Concurrent read transactions across all processes; above config's max_connections cap. */
 #define STORE_MAX_READERS 4096
 
@@ -54,6 +55,8 @@ typedef struct {
     int64_t updated_at;
     char start_url[STORE_URL_MAX + 1]; /* "" when none was asked for */
     int64_t ready_at;                  /* when the guest first drew its page; 0 = not yet */
+    /* Lowercase hex SHA-256 of the access URL's secret; "" when none was issued. */
+    char console_hash[STORE_CONSOLE_HASH_LEN];
 } StoreInstance;
 
 const char *instance_state_to_string(InstanceState state);
@@ -100,6 +103,11 @@ int store_instance_transition(Store *store, const char *instance_uuid, InstanceS
  */
 int store_instance_set_ready(Store *store, const char *instance_uuid, int64_t ready_at,
                              StoreInstance *ret_instance);
+/* Replaces the console secret's hash (a new access URL). -ENOENT; -ESTALE unless RUNNING or
+ * STOPPED (ret_instance filled with the record either way, when not NULL). */
+int store_instance_set_console_hash(Store *store, const char *instance_uuid,
+                                    const char hash[STORE_CONSOLE_HASH_LEN],
+                                    StoreInstance *ret_instance);
 int store_instance_delete(Store *store, const char *instance_uuid); /* -ENOENT */
 /* org_uuid NULL lists all; ordered by created_at then uuid within an org. */
 int store_instance_list(Store *store, const char *org_uuid, StoreInstance **ret_instances,

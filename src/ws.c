@@ -467,6 +467,29 @@ static int header_done(WsParser *p, WsEvent *ret_event)
 }
 
 /* Unmasks what there is of the payload into its buffer; returns the bytes used. */
+/*
+ * XORs with the mask eight bytes at a time: a viewer's every keystroke and
+ * pointer move goes through here. The mask repeats every four bytes, so
+ * the same eight-byte pattern holds from any position.
+ */
+static void unmask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4], uint64_t pos)
+{
+    uint8_t pattern[8];
+    for (size_t k = 0; k < 8; k++)
+        pattern[k] = mask[(pos + k) & 3];
+    uint64_t m;
+    memcpy(&m, pattern, sizeof(m));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, src + i, sizeof(v));
+        v ^= m;
+        memcpy(dst + i, &v, sizeof(v));
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ mask[(pos + i) & 3];
+}
+
 static int payload_take(WsParser *p, const uint8_t *data, size_t len, size_t *ret_used)
 {
     uint64_t left = p->frame_len - p->frame_pos;
@@ -475,9 +498,9 @@ static int payload_take(WsParser *p, const uint8_t *data, size_t len, size_t *re
     bool text = !control && p->message_opcode == WS_OPCODE_TEXT;
     uint8_t *dst = control ? p->control + p->frame_pos : p->message + p->message_len;
 
-    for (size_t i = 0; i < n; i++) {
-        dst[i] = data[i] ^ p->mask[(p->frame_pos + i) & 3];
-        if (text && !utf8_step(&p->utf8, dst[i]))
+    unmask(dst, data, n, p->mask, p->frame_pos);
+    for (size_t i = 0; text && i < n; i++) {
+        if (!utf8_step(&p->utf8, dst[i]))
             return parser_fail(p, -EILSEQ, WS_CLOSE_INVALID_DATA, "text message is not UTF-8");
     }
     p->frame_pos += n;

@@ -1,0 +1,125 @@
+// The console viewer: trades the access link's key for a session cookie,
+// waits until the instance's browser is ready, then shows its screen with
+// noVNC. Every URL is relative to the page (/console/{uuid}/), so legbad
+// may sit behind a reverse proxy under any path prefix.
+//
+// <body data-state> always names what the page is doing, for tests:
+// starting, booting, connected, gone, stopped, denied or reconnecting.
+import RFB from './novnc/core/rfb.js';
+
+const POLL_MS = 2000;
+const KEY_PATTERN = /^[0-9a-f]{64}$/i;
+const GONE = 'This browser is gone: the instance was deleted.';
+
+const screen = document.getElementById('screen');
+const message = document.getElementById('message');
+
+function show(state, text) {
+    document.body.dataset.state = state;
+    message.textContent = text ?? '';
+    message.hidden = !text;
+}
+
+function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// The HTTP status of POST session, 0 when legbad could not be reached.
+async function postKey(key) {
+    // A mangled link is as useless as a replaced one; no need to ask.
+    if (!KEY_PATTERN.test(key))
+        return 403;
+    try {
+        const response = await fetch('session', {
+            method: 'POST',
+            credentials: 'same-origin',
+            cache: 'no-store',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ key: key.toLowerCase() }),
+        });
+        return response.status;
+    } catch {
+        return 0;
+    }
+}
+
+// False when the page has nothing more to try.
+async function signIn() {
+    const key = new URLSearchParams(location.hash.slice(1)).get('key');
+    if (key === null)
+        return true; // a cookie from an earlier visit may still do
+    let status;
+    try {
+        status = await postKey(key);
+    } finally {
+        // The key is a password: keep it out of the address bar, history
+        // and bookmarks whatever became of it.
+        history.replaceState(null, '', location.pathname + location.search);
+    }
+    if (status === 403) {
+        show('denied', 'This access link is not valid (it may have been replaced by a newer one).');
+        return false;
+    }
+    if (status === 404) {
+        show('gone', GONE);
+        return false;
+    }
+    // Any other failure: the status below says whether an older cookie works.
+    return true;
+}
+
+// One GET status; body is null unless it was a 200 with JSON.
+async function fetchStatus() {
+    try {
+        const response = await fetch('status', { credentials: 'same-origin', cache: 'no-store' });
+        return { code: response.status, body: response.ok ? await response.json() : null };
+    } catch {
+        return { code: 0, body: null };
+    }
+}
+
+// Asks until there is a screen to show or nothing left to wait for. An
+// unreachable legbad or an odd answer leaves the message as it was and asks again.
+async function watch() {
+    for (;;) {
+        const { code, body } = await fetchStatus();
+        if (code === 404)
+            return show('gone', GONE);
+        if (code === 403)
+            return show('denied', 'Open this browser with its access link.');
+        if (code === 200 && body) {
+            if (body.status === 'stopped')
+                show('stopped', 'The virtual machine is stopped.');
+            else if (!body.ready)
+                show('booting', 'Starting the browser…');
+            else
+                return connect();
+        }
+        await sleep(POLL_MS);
+    }
+}
+
+// The message stays up until noVNC says how the connection went.
+function connect() {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    // location.pathname is /…/console/{uuid}/: the page is only ever served there.
+    const url = scheme + '//' + location.host + location.pathname + 'websocket';
+    const rfb = new RFB(screen, url, { shared: true });
+    rfb.scaleViewport = true; // the VM keeps its resolution; the window scales it
+    rfb.resizeSession = false;
+    rfb.focusOnClick = true;
+    rfb.background = '#000';
+    rfb.addEventListener('connect', () => {
+        show('connected', null);
+        rfb.focus(); // typing works without a click first
+    });
+    // Lost for any reason (network, legbad restart, VM stopped, instance
+    // deleted): the status tells which, so ask it again.
+    rfb.addEventListener('disconnect', () => {
+        show('reconnecting', 'Connection lost, reconnecting…');
+        setTimeout(watch, POLL_MS);
+    });
+}
+
+show('starting', 'Connecting…');
+signIn().then((signedIn) => signedIn && watch());
