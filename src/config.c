@@ -294,7 +294,10 @@ static int parse_url(const char *text, char **ret)
             rest = text + 8;
         else
             return -EINVAL;
-        if (*rest == '\0' || *rest == '/' || strpbrk(text, "?# "))
+        /* Userinfo would become part of the console's origin, which no browser sends. */
+        size_t authority = strcspn(rest, "/");
+        if (*rest == '\0' || *rest == '/' || strpbrk(text, "?# ") || memchr(rest, '@', authority) ||
+            strstr(rest, "//"))
             return -EINVAL;
         if (text[len - 1] == '/')
             len--;
@@ -333,8 +336,13 @@ static int parse_loopback(const char *text, char **ret)
     return 0;
 }
 
-/* One origin as a browser sends it: scheme, host, optional port; no path, no trailing slash. */
-static bool origin_is_valid(const char *origin, size_t len)
+/*
+ * One origin as a browser sends it: scheme, a non-empty host (a name, an
+ * IPv4 address or a bracketed IPv6 one), then ":PORT" (1..65535) only when
+ * it is not the scheme's default, since a browser never sends that one.
+ * *ret_len is the length once a default port is dropped.
+ */
+static bool origin_is_valid(const char *origin, size_t len, size_t *ret_len)
 {
     size_t skip;
     if (len > 7 && strncmp(origin, "http://", 7) == 0)
@@ -343,16 +351,44 @@ static bool origin_is_valid(const char *origin, size_t len)
         skip = 8;
     else
         return false;
-    for (size_t i = skip; i < len; i++) {
-        char c = origin[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-              c == ':' || c == '[' || c == ']'))
+    const char *host = origin + skip, *end = origin + len;
+    const char *host_end;
+    if (*host == '[') {
+        host_end = memchr(host, ']', (size_t)(end - host));
+        if (!host_end || host_end == host + 1)
+            return false;
+        host_end++;
+        for (const char *p = host + 1; p < host_end - 1; p++)
+            if (!((*p >= 'a' && *p <= 'f') || (*p >= '0' && *p <= '9') || *p == ':' || *p == '.'))
+                return false;
+    } else {
+        host_end = host;
+        while (host_end < end &&
+               ((*host_end >= 'a' && *host_end <= 'z') || (*host_end >= '0' && *host_end <= '9') ||
+                *host_end == '-' || *host_end == '.'))
+            host_end++;
+        if (host_end == host)
             return false;
     }
+    *ret_len = len;
+    if (host_end == end)
+        return true;
+    /* "08443" is never what a browser sends: it writes the port without leading zeros. */
+    if (*host_end != ':' || host_end + 1 == end || host_end[1] == '0' ||
+        (size_t)(end - host_end - 1) > 5)
+        return false;
+    char port_text[6];
+    memcpy(port_text, host_end + 1, (size_t)(end - host_end - 1));
+    port_text[end - host_end - 1] = '\0';
+    unsigned port;
+    if (parse_unsigned(port_text, 1, 65535, &port) < 0)
+        return false;
+    if (port == (skip == 7 ? 80u : 443u))
+        *ret_len = (size_t)(host_end - origin);
     return true;
 }
 
-/* Space-separated origins, kept lowercase and joined by single spaces. */
+/* Space-separated origins, kept lowercase, without default ports, joined by single spaces. */
 static int parse_origins(const char *text, char **ret)
 {
     size_t len = strlen(text);
@@ -361,19 +397,19 @@ static int parse_origins(const char *text, char **ret)
         return -ENOMEM;
     size_t o = 0;
     for (const char *p = text; *p;) {
-        p += strspn(p, " \t");
-        size_t n = strcspn(p, " \t");
+        p += strspn(p, " ");
+        size_t n = strcspn(p, " "), kept;
         if (n == 0)
             break;
         if (o > 0)
             copy[o++] = ' ';
         for (size_t i = 0; i < n; i++)
             copy[o + i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
-        if (!origin_is_valid(copy + o, n)) {
+        if (!origin_is_valid(copy + o, n, &kept)) {
             free(copy);
             return -EINVAL;
         }
-        o += n;
+        o += kept;
         p += n;
     }
     copy[o] = '\0';

@@ -17,7 +17,7 @@
 #include "util.h"
 #include "ws.h"
 
-/* How long a closing console may take to flush its close frame before it is cut. */
+/* How long a closing console may take to finish the closing handshake before it is cut. */
 #define CONSOLE_CLOSE_GRACE_MS 500
 /* How often the loop wakes without traffic, to run the timers above. */
 #define CONSOLE_TICK_MS 250
@@ -49,7 +49,15 @@ struct Session {
     Side ws, vnc;
     WsParser *parser;
     Buffer to_ws, to_vnc;
-    bool closing; /* a close frame is queued: flush it, read nothing more */
+    /*
+     * The closing handshake: once our close frame is queued nothing more is
+     * relayed; the session ends when the viewer's close arrives (or it
+     * hangs up, or the grace passes) and our frame is out. Closing the
+     * socket before the viewer's answer could reset the connection and
+     * lose the close frame on its way.
+     */
+    bool closing;
+    bool peer_closed; /* the viewer's close frame arrived */
     struct timespec close_deadline;
     time_t last_heard, last_ping;
     bool ended; /* unlinked and handed back; freed after the current batch of events */
@@ -311,7 +319,7 @@ static void session_close(Session *s, uint16_t code, const char *reason)
 static int session_update_events(ConsoleRelay *relay, Session *s)
 {
     uint32_t ws = 0, vnc = 0;
-    if (!s->closing && buffer_len(&s->to_vnc) < CONSOLE_BUFFER_HIGH)
+    if (s->closing ? !s->peer_closed : buffer_len(&s->to_vnc) < CONSOLE_BUFFER_HIGH)
         ws |= EPOLLIN;
     if (buffer_len(&s->to_ws) > 0)
         ws |= EPOLLOUT;
@@ -354,6 +362,11 @@ static int session_message(Session *s, const WsEvent *event)
 {
     uint8_t frame[WS_CONTROL_FRAME_MAX];
     size_t len;
+    if (s->closing) {
+        /* Only the answer to our close frame matters now. */
+        s->peer_closed = event->opcode == WS_OPCODE_CLOSE;
+        return 0;
+    }
     switch (event->opcode) {
     case WS_OPCODE_BINARY:
         return buffer_append(&s->to_vnc, event->data, event->len);
@@ -367,6 +380,7 @@ static int session_message(Session *s, const WsEvent *event)
         /* Echo the code (RFC 6455 5.5.1). */
         session_close(
             s, event->close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : event->close_code, NULL);
+        s->peer_closed = true;
         return 0;
     default:
         session_close(s, WS_CLOSE_UNSUPPORTED_DATA, "the console speaks binary frames only");
@@ -377,15 +391,18 @@ static int session_message(Session *s, const WsEvent *event)
 /* Runs the viewer's bytes through the parser; a protocol error closes with its code. */
 static int session_feed(Session *s, const uint8_t *data, size_t len)
 {
-    while (len > 0 && !s->closing) {
+    while (len > 0 && !s->peer_closed) {
         size_t used = 0;
         WsEvent event;
         int r = ws_parser_feed(s->parser, data, len, &used, &event);
         if (r < 0) {
             const char *reason;
             uint16_t code = ws_parser_error(s->parser, &reason);
-            if (code == 0)
-                return r;
+            if (s->closing || code == 0) {
+                /* Nothing more can be understood from this viewer. */
+                s->peer_closed = true;
+                return code == 0 && !s->closing ? r : 0;
+            }
             session_close(s, code, reason);
             return 0;
         }
@@ -462,7 +479,7 @@ static void session_on_event(ConsoleRelay *relay, Side *side, uint32_t events)
 
     if (r < 0 && !why)
         why = r == -ENOBUFS ? "viewer overran its buffer" : "relay error";
-    if (r == 0 && s->closing && buffer_len(&s->to_ws) == 0)
+    if (r == 0 && s->closing && s->peer_closed && buffer_len(&s->to_ws) == 0)
         r = 1, why = "closed";
     if (r == 0 && session_update_events(relay, s) < 0)
         r = -EIO, why = "relay error";
@@ -478,8 +495,13 @@ static void sessions_tick(ConsoleRelay *relay)
     for (Session *s = relay->sessions; s; s = next) {
         next = s->next;
         if (s->closing) {
-            if (timespec_passed(&s->close_deadline))
+            /* Revocations and shutdown queue their close frame here, outside any socket event. */
+            if (buffer_flush(&s->to_ws, s->ws.fd) < 0 ||
+                (s->peer_closed && buffer_len(&s->to_ws) == 0) ||
+                timespec_passed(&s->close_deadline))
                 session_end(relay, s, "closed");
+            else if (session_update_events(relay, s) < 0)
+                session_end(relay, s, "relay error");
             continue;
         }
         if (now - s->last_heard >= CONSOLE_IDLE_TIMEOUT_S) {

@@ -1094,7 +1094,8 @@ int store_instance_set_console_hash(Store *store, const char *instance_uuid,
                                     const char hash[STORE_CONSOLE_HASH_LEN],
                                     StoreInstance *ret_instance)
 {
-    if (strlen(hash) != STORE_CONSOLE_HASH_LEN - 1)
+    if (strlen(hash) != STORE_CONSOLE_HASH_LEN - 1 ||
+        strspn(hash, "0123456789abcdef") != STORE_CONSOLE_HASH_LEN - 1)
         return -EINVAL;
     return instance_update(store, instance_uuid, change_console_hash, hash, ret_instance);
 }

@@ -187,6 +187,9 @@ static void test_public_url(void **state)
     set_bad(c, "public_url", "https://example.com/?q=1", accepted);
     set_bad(c, "public_url", "https://example.com/#top", accepted);
     set_bad(c, "public_url", "https://exa mple.com", accepted);
+    set_bad(c, "public_url", "https://user:pw@example.com", accepted);
+    set_bad(c, "public_url", "https://example.com//", accepted);
+    set_bad(c, "public_url", "https://example.com//legba", accepted);
 }
 
 static void test_accel(void **state)
@@ -438,6 +441,192 @@ static void test_load_missing_file(void **state)
     free(err);
 }
 
+static void test_console_defaults(void **state)
+{
+    Config *c = *state;
+    assert_string_equal(c->novnc_dir, "/usr/share/novnc");
+    assert_string_equal(c->tls_cert, "");
+    assert_string_equal(c->tls_key, "");
+    assert_string_equal(c->console_origins, "");
+    assert_int_equal(c->console_max_viewers, 4);
+    char *err = NULL;
+    assert_int_equal(config_check(c, &err), 0);
+    assert_null(err);
+}
+
+static void test_novnc_dir(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "novnc_dir", "/opt/novnc/");
+    assert_string_equal(c->novnc_dir, "/opt/novnc");
+    set_bad(c, "novnc_dir", "", "absolute path");
+    set_bad(c, "novnc_dir", "novnc", "absolute path");
+    set_bad(c, "novnc_dir", "./novnc", "absolute path");
+    assert_string_equal(c->novnc_dir, "/opt/novnc");
+}
+
+static void test_tls_paths(void **state)
+{
+    Config *c = *state;
+    static const char *const keys[] = {"tls_cert", "tls_key"};
+    char **fields[] = {&c->tls_cert, &c->tls_key};
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        set_ok(c, keys[i], "/etc/legba/tls.pem");
+        assert_string_equal(*fields[i], "/etc/legba/tls.pem");
+        set_bad(c, keys[i], "tls.pem", "absolute path");
+        set_bad(c, keys[i], "etc/legba/tls.pem", "absolute path");
+        set_bad(c, keys[i], "~/tls.pem", "absolute path");
+        assert_string_equal(*fields[i], "/etc/legba/tls.pem");
+        set_ok(c, keys[i], "");
+        assert_string_equal(*fields[i], "");
+    }
+}
+
+static void test_console_origins(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "console_origins", "https://portal.example.com");
+    assert_string_equal(c->console_origins, "https://portal.example.com");
+    /* Lowercased and joined by single spaces, as the check compares them. */
+    set_ok(c, "console_origins",
+           "  HTTPS://Portal.Example.COM   http://10.0.0.1:8080 http://[::1]:3000 ");
+    assert_string_equal(c->console_origins,
+                        "https://portal.example.com http://10.0.0.1:8080 http://[::1]:3000");
+    set_ok(c, "console_origins", "");
+    assert_string_equal(c->console_origins, "");
+    set_ok(c, "console_origins", "   ");
+    assert_string_equal(c->console_origins, "");
+
+    set_ok(c, "console_origins", "https://a.example");
+    const char *accepted = "space-separated origins";
+    static const char *const bad[] = {
+        "https://a.example/",
+        "https://a.example/path",
+        "https://a.example?x=1",
+        "https://a.example#top",
+        "ftp://a.example",
+        "ws://a.example",
+        "a.example",
+        "https://",
+        "http://",
+        "null",
+        "*",
+        "https://user@a.example",
+        "https://a.example https://b.example/path",
+        "https://ok.example ftp://b.example",
+        /* Origins no browser sends: an empty host, a bad port, leading zeros. */
+        "http://:8080",
+        "http://a::b",
+        "https://a.example:0",
+        "https://a.example:99999",
+        "https://a.example:08443",
+        "http://[]",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        set_bad(c, "console_origins", bad[i], accepted);
+    assert_string_equal(c->console_origins, "https://a.example");
+
+    /* A browser leaves the scheme's default port out, so the list does too. */
+    set_ok(c, "console_origins", "https://A.example:443 http://b.example:80 http://c.example:443");
+    assert_string_equal(c->console_origins,
+                        "https://a.example http://b.example http://c.example:443");
+}
+
+static void test_console_max_viewers(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "console_max_viewers", "1");
+    assert_int_equal(c->console_max_viewers, 1);
+    set_ok(c, "console_max_viewers", "64");
+    assert_int_equal(c->console_max_viewers, 64);
+    const char *accepted = "from 1 to 64";
+    set_bad(c, "console_max_viewers", "0", accepted);
+    set_bad(c, "console_max_viewers", "65", accepted);
+    set_bad(c, "console_max_viewers", "-1", accepted);
+    set_bad(c, "console_max_viewers", "", accepted);
+    set_bad(c, "console_max_viewers", "4294967297", accepted);
+    assert_int_equal(c->console_max_viewers, 64);
+}
+
+static void test_public_url_instance(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "public_url", "https://{instance}.vm.example.com/");
+    assert_string_equal(c->public_url, "https://{instance}.vm.example.com");
+    set_ok(c, "public_url", "http://{instance}.vm.example.com:8080/legba");
+    assert_string_equal(c->public_url, "http://{instance}.vm.example.com:8080/legba");
+}
+
+/* Expects config_check to refuse with a message containing each of the words. */
+static void check_bad(const Config *c, const char *word1, const char *word2)
+{
+    char *err = NULL;
+    assert_int_equal(config_check(c, &err), -EINVAL);
+    assert_non_null(err);
+    if (!strstr(err, word1) || (word2 && !strstr(err, word2)))
+        fail_msg("message lacks '%s'/'%s': %s", word1, word2 ? word2 : "", err);
+    free(err);
+}
+
+static void test_check_tls_pair(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "tls_cert", "/etc/legba/cert.pem");
+    check_bad(c, "tls_cert", "tls_key");
+    assert_int_equal(config_check(c, NULL), -EINVAL);
+    set_ok(c, "tls_key", "/etc/legba/key.pem");
+    assert_int_equal(config_check(c, NULL), 0);
+    set_ok(c, "tls_cert", "");
+    check_bad(c, "tls_cert", "tls_key");
+    set_ok(c, "tls_key", "");
+    assert_int_equal(config_check(c, NULL), 0);
+}
+
+/* An access URL built on 0.0.0.0 would send the browser nowhere. */
+static void test_check_wildcard_listen(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "listen", "0.0.0.0:8080");
+    check_bad(c, "public_url", "0.0.0.0");
+    set_ok(c, "public_url", "https://legba.example.com");
+    char *err = NULL;
+    assert_int_equal(config_check(c, &err), 0);
+    assert_null(err);
+
+    set_ok(c, "public_url", "");
+    set_ok(c, "listen", "[::]:8080");
+    check_bad(c, "public_url", NULL);
+    set_ok(c, "listen", "10.0.0.1:8080");
+    assert_int_equal(config_check(c, NULL), 0);
+}
+
+static void test_load_console_keys(void **state)
+{
+    Config *c = *state;
+    static const char text[] = "novnc_dir = /srv/novnc\n"
+                               "tls_cert = /etc/legba/cert.pem\n"
+                               "tls_key = /etc/legba/key.pem\n"
+                               "console_origins = https://A.example  https://b.example:8443\n"
+                               "console_max_viewers = 2\n"
+                               "public_url = https://{instance}.legba.example\n";
+    char *err = NULL;
+    assert_int_equal(load_text(c, text, sizeof(text) - 1, NULL, &err), 0);
+    assert_null(err);
+    assert_string_equal(c->novnc_dir, "/srv/novnc");
+    assert_string_equal(c->tls_cert, "/etc/legba/cert.pem");
+    assert_string_equal(c->tls_key, "/etc/legba/key.pem");
+    assert_string_equal(c->console_origins, "https://a.example https://b.example:8443");
+    assert_int_equal(c->console_max_viewers, 2);
+    assert_string_equal(c->public_url, "https://{instance}.legba.example");
+    assert_int_equal(config_check(c, NULL), 0);
+
+    load_bad(c, "console_max_viewers = 3\nconsole_max_viewers = 65\n", 2, "console_max_viewers");
+    load_bad(c, "tls_key = key.pem\n", 1, "tls_key");
+    /* The failed files changed nothing. */
+    assert_int_equal(c->console_max_viewers, 2);
+    assert_string_equal(c->tls_key, "/etc/legba/key.pem");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -459,6 +648,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_nul_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_file_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_missing_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_console_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_novnc_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_console_origins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_console_max_viewers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_public_url_instance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_tls_pair, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_wildcard_listen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_console_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

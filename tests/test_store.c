@@ -802,6 +802,150 @@ static void test_instance_start_url_and_ready(void **state)
     assert_int_equal(store_instance_get(f->store, INST_1, &got), -EBADMSG);
 }
 
+/* A well-formed console hash: 64 lowercase hex characters. */
+static void console_hash_fill(char ret[STORE_CONSOLE_HASH_LEN], char digit)
+{
+    memset(ret, digit, STORE_CONSOLE_HASH_LEN - 1);
+    ret[STORE_CONSOLE_HASH_LEN - 1] = '\0';
+}
+
+static void test_instance_console_hash_round_trip(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+
+    StoreInstance with_hash = new_instance(INST_1, ORG_A, 5);
+    console_hash_fill(with_hash.console_hash, 'a');
+    assert_int_equal(store_instance_insert(f->store, &with_hash), 0);
+    StoreInstance got;
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, with_hash.console_hash);
+
+    /* None issued: "" in, "" out, and in a list too. */
+    insert_instance(f->store, INST_2, ORG_A, 6);
+    assert_int_equal(store_instance_get(f->store, INST_2, &got), 0);
+    assert_string_equal(got.console_hash, "");
+
+    StoreInstance *list = NULL;
+    size_t count = 0;
+    assert_int_equal(store_instance_list(f->store, ORG_A, &list, &count), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(list[0].console_hash, with_hash.console_hash);
+    assert_string_equal(list[1].console_hash, "");
+    free(list);
+
+    /* It survives a restart and a state change, which rewrites only its own fields. */
+    reopen(f);
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_CREATING, INSTANCE_RUNNING, &got), 0);
+    assert_string_equal(got.console_hash, with_hash.console_hash);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, with_hash.console_hash);
+}
+
+static void test_instance_set_console_hash(void **state)
+{
+    Fixture *f = *state;
+    char first[STORE_CONSOLE_HASH_LEN], second[STORE_CONSOLE_HASH_LEN];
+    console_hash_fill(first, '1');
+    console_hash_fill(second, '2');
+    create_org(f->store, ORG_A, "a", NULL);
+    StoreInstance instance = new_instance(INST_1, ORG_A, 5);
+    memcpy(instance.console_hash, first, sizeof(first));
+    assert_int_equal(store_instance_insert(f->store, &instance), 0);
+    StoreInstance got;
+
+    /* CREATING: the access URL is issued with the record, never replaced before it runs. */
+    memset(&got, 0, sizeof(got));
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, second, &got), -ESTALE);
+    assert_int_equal(got.state, INSTANCE_CREATING);
+    assert_string_equal(got.console_hash, first);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, first);
+
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_CREATING, INSTANCE_RUNNING, NULL), 0);
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, second, &got), 0);
+    assert_string_equal(got.console_hash, second);
+    assert_int_equal(got.state, INSTANCE_RUNNING);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, second);
+    assert_int_equal(got.state, INSTANCE_RUNNING);
+    assert_int_equal(got.created_at, 5);
+
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_RUNNING, INSTANCE_STOPPED, NULL), 0);
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, first, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, first);
+    assert_int_equal(got.state, INSTANCE_STOPPED);
+
+    /* A wrong length is refused before the record is even read. */
+    char short_hash[STORE_CONSOLE_HASH_LEN];
+    console_hash_fill(short_hash, '3');
+    short_hash[STORE_CONSOLE_HASH_LEN - 2] = '\0';
+    char long_hash[STORE_CONSOLE_HASH_LEN + 1];
+    memset(long_hash, '4', STORE_CONSOLE_HASH_LEN);
+    long_hash[STORE_CONSOLE_HASH_LEN] = '\0';
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, short_hash, NULL), -EINVAL);
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, long_hash, NULL), -EINVAL);
+    char empty[STORE_CONSOLE_HASH_LEN] = "";
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, empty, NULL), -EINVAL);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, first);
+
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_MISSING, second, NULL),
+                     -ENOENT);
+    assert_int_equal(store_instance_set_console_hash(f->store, "not-a-uuid", second, NULL),
+                     -EINVAL);
+
+    /* DELETING: on its way out, it gets no new access URL. */
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_STOPPED, INSTANCE_DELETING, NULL), 0);
+    memset(&got, 0, sizeof(got));
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, second, &got), -ESTALE);
+    assert_int_equal(got.state, INSTANCE_DELETING);
+    assert_string_equal(got.console_hash, first);
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, second, NULL), -ESTALE);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, first);
+}
+
+/* A record written before console_hash existed reads as "no secret issued", and takes one. */
+static void test_instance_console_hash_old_record(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+    insert_instance(f->store, INST_1, ORG_A, 5);
+    const char *old = "{\"org_uuid\":\"" ORG_A "\",\"image\":\"chromium\",\"size\":\"small\","
+                      "\"state\":\"running\",\"created_at\":5,\"updated_at\":5,"
+                      "\"start_url\":\"\",\"ready_at\":9}";
+    raw_put(f, "instances", INST_1, UUID_STR_LEN - 1, old, strlen(old));
+
+    StoreInstance got;
+    memset(&got, 0xab, sizeof(got));
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, "");
+    assert_int_equal(got.ready_at, 9);
+
+    char hash[STORE_CONSOLE_HASH_LEN];
+    console_hash_fill(hash, 'f');
+    assert_int_equal(store_instance_set_console_hash(f->store, INST_1, hash, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.console_hash, hash);
+    assert_int_equal(got.ready_at, 9);
+    char *raw = raw_get(f, "instances", INST_1, UUID_STR_LEN - 1);
+    assert_non_null(strstr(raw, "\"console_hash\":\"ffff"));
+    free(raw);
+
+    /* A hash that is not text is damage, like any other field of the wrong type. */
+    const char *bad = "{\"org_uuid\":\"" ORG_A "\",\"image\":\"chromium\",\"size\":\"small\","
+                      "\"state\":\"running\",\"created_at\":5,\"updated_at\":5,"
+                      "\"console_hash\":7}";
+    raw_put(f, "instances", INST_1, UUID_STR_LEN - 1, bad, strlen(bad));
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), -EBADMSG);
+}
+
 static void test_instance_delete(void **state)
 {
     Fixture *f = *state;
@@ -1131,6 +1275,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_instance_insert_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_insert_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_start_url_and_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_console_hash_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_set_console_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_console_hash_old_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_isolated_per_org, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_transition, setup, teardown),
