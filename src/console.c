@@ -102,6 +102,8 @@ static size_t buffer_len(const Buffer *b)
 /* Appends; -ENOBUFS past the cap (the peer broke the bounds), -ENOMEM. */
 static int buffer_append(Buffer *b, const void *data, size_t len)
 {
+    if (len == 0)
+        return 0; /* an empty message: nothing to copy, maybe into no buffer at all */
     if (b->start > 0 && b->end + len > b->cap) {
         memmove(b->data, b->data + b->start, buffer_len(b));
         b->end -= b->start;

@@ -43,7 +43,6 @@
 #define STALL_WAIT_MS 10000
 /* Mirrors CONSOLE_BUFFER_CAP in console.c: the most one direction's buffer may hold. */
 #define RELAY_BUFFER_CAP (CONSOLE_BUFFER_HIGH + CONSOLE_MESSAGE_MAX + CONSOLE_FRAME_PAYLOAD_MAX)
-#define CLIENT_HEADER_MAX 14
 
 /* A browser picks a fresh mask per frame; one fixed key does as well for the relay. */
 static const uint8_t client_mask[4] = {0xa5, 0x3c, 0x0f, 0x96};
@@ -1283,6 +1282,23 @@ static void test_stalled_vm_stalls_only_itself(void **state)
     assert_int_equal(done_calls(&stuck->done), 0);
 }
 
+/* An empty binary message is valid and carries no VNC byte, even as the session's first. */
+static void test_empty_binary_message(void **state)
+{
+    Fixture *f = *state;
+    Console *c = console_open(f, INSTANCE_A);
+
+    Buf stream = {0};
+    client_frame(&stream, WS_OPCODE_BINARY, true, "", 0);
+    client_str(&stream, WS_OPCODE_BINARY, false, "");
+    client_str(&stream, WS_OPCODE_CONTINUATION, true, "");
+    client_str(&stream, WS_OPCODE_BINARY, true, "x");
+    viewer_to_vm(c, &stream, (const uint8_t *)"x", 1);
+    buf_free(&stream);
+    assert_true(fd_quiet(c->vm, 50));
+    echo(c, 1);
+}
+
 /* ---- stopping ---- */
 
 static void test_stop_with_open_sessions(void **state)
@@ -1338,6 +1354,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stalled_viewer_stalls_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_vm_stalls_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_with_open_sessions, setup, teardown),
+        /* Last: in a sanitizer build, a relay that trips UBSan aborts the run here. */
+        cmocka_unit_test_setup_teardown(test_empty_binary_message, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
