@@ -528,7 +528,8 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
         viewer_handle(api->viewer, &route, request, response);
         return;
     }
-    if (matched == ROUTE_BAD_INSTANCE_UUID && strncmp(request->path, "/console/", 9) == 0) {
+    /* Nothing under /console/ takes a token: whatever did not match there is simply not there. */
+    if (strncmp(request->path, "/console/", 9) == 0) {
         not_found(response);
         return;
     }

@@ -460,7 +460,8 @@ static void session_on_event(ConsoleRelay *relay, Side *side, uint32_t events)
             r = 1, why = "viewer left";
     } else {
         bool gone = false;
-        if (events & EPOLLIN) {
+        /* Once our close frame is queued nothing may follow it (RFC 6455 5.5.1). */
+        if ((events & EPOLLIN) && !s->closing) {
             r = session_read_vnc(relay, s);
             gone = r == 1 || r == -ECONNRESET;
             if (gone)

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -875,4 +878,497 @@ int harness_http(uint16_t port, const char *method, const char *path, const char
                  const void *body, size_t body_len, HarnessResponse *ret)
 {
     return harness_http_ex(port, method, path, headers, body, body_len, HARNESS_CL_AUTO, ret);
+}
+
+/* ---- WebSocket ---- */
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+struct HarnessWs {
+    int fd;
+    Buffer in;          /* received, not yet parsed */
+    Buffer message;     /* fragments of the data message being reassembled */
+    int message_opcode; /* 0 when none is under way */
+    bool eof;
+};
+
+static void base64_encode(const uint8_t *data, size_t len, char *out)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < len)
+            v |= data[i + 2];
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* What the server must answer to key: base64(SHA-1(key GUID)). */
+static int ws_expected_accept(const char *key, char ret[29])
+{
+    char joined[256];
+    uint8_t digest[20];
+    int n = snprintf(joined, sizeof(joined), "%s" WS_GUID, key);
+    if (n < 0 || (size_t)n >= sizeof(joined))
+        return -EINVAL;
+    if (gnutls_hash_fast(GNUTLS_DIG_SHA1, joined, (size_t)n, digest) < 0)
+        return -EIO;
+    base64_encode(digest, sizeof(digest), ret);
+    return 0;
+}
+
+/* The value of header `name` in a "Name: value" list, or NULL. */
+static const char *list_header(const char *const headers[], const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; headers && headers[i]; i++)
+        if (strncasecmp(headers[i], name, len) == 0 && headers[i][len] == ':')
+            return headers[i] + len + 1 + strspn(headers[i] + len + 1, " \t");
+    return NULL;
+}
+
+/* Whether the comma-separated list value holds token (case-insensitive). */
+static bool has_token(const char *value, const char *token)
+{
+    size_t len = strlen(token);
+    while (value && *value) {
+        value += strspn(value, " \t,");
+        size_t n = strcspn(value, ",");
+        size_t t = n;
+        while (t > 0 && (value[t - 1] == ' ' || value[t - 1] == '\t'))
+            t--;
+        if (t == len && strncasecmp(value, token, len) == 0)
+            return true;
+        value += n;
+    }
+    return false;
+}
+
+static int send_all(int fd, const void *data, size_t len, long long deadline)
+{
+    const char *p = data;
+    while (len > 0) {
+        if (now_ms() >= deadline)
+            return -ETIMEDOUT;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int n = poll(&pfd, 1, remaining_ms(deadline));
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n <= 0)
+            continue;
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads what is there into in (waiting at most until deadline): 1 read, 0 EOF, -errno. */
+static int recv_some(int fd, Buffer *in, long long deadline)
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int n = poll(&pfd, 1, remaining_ms(deadline));
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n <= 0) {
+            if (now_ms() >= deadline)
+                return -ETIMEDOUT;
+            continue;
+        }
+        char chunk[16384];
+        ssize_t got = recv(fd, chunk, sizeof(chunk), 0);
+        if (got < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (got < 0 && errno == ECONNRESET)
+            return 0;
+        if (got < 0)
+            return -errno;
+        if (got == 0)
+            return 0;
+        int r = buffer_append(in, chunk, (size_t)got);
+        return r < 0 ? r : 1;
+    }
+}
+
+static int tcp_connect(uint16_t port, long long deadline, int *ret_fd)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int r = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (errno != EINPROGRESS) {
+            r = -errno;
+        } else {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int err = 0;
+            socklen_t len = sizeof(err);
+            while (r == 0 && poll(&pfd, 1, remaining_ms(deadline)) <= 0)
+                if (now_ms() >= deadline)
+                    r = -ETIMEDOUT;
+            if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                r = -errno;
+            else if (r == 0 && err)
+                r = -err;
+        }
+    }
+    if (r < 0) {
+        fprintf(stderr, "harness: connect to port %u: %s\n", port, strerror(-r));
+        close(fd);
+        return r;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+void harness_ws_free(HarnessWs *ws)
+{
+    if (!ws)
+        return;
+    if (ws->fd >= 0)
+        close(ws->fd);
+    free(ws->in.data);
+    free(ws->message.data);
+    free(ws);
+}
+
+/* Checks a 101 answer; the reason goes to stderr. */
+static int check_switching(const HarnessResponse *resp, const char *key)
+{
+    char want[29];
+    int r = ws_expected_accept(key, want);
+    if (r < 0)
+        return r;
+    const char *upgrade = harness_header(resp, "Upgrade");
+    const char *connection = harness_header(resp, "Connection");
+    const char *accept = harness_header(resp, "Sec-WebSocket-Accept");
+    if (!upgrade || strcasecmp(upgrade, "websocket") != 0) {
+        fprintf(stderr, "harness: 101 with Upgrade '%s' (websocket expected)\n",
+                upgrade ? upgrade : "(none)");
+        return -EPROTO;
+    }
+    if (!has_token(connection, "upgrade")) {
+        fprintf(stderr, "harness: 101 with Connection '%s' (Upgrade expected)\n",
+                connection ? connection : "(none)");
+        return -EPROTO;
+    }
+    if (!accept || strcmp(accept, want) != 0) {
+        fprintf(stderr, "harness: 101 with Sec-WebSocket-Accept '%s' ('%s' expected)\n",
+                accept ? accept : "(none)", want);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int harness_ws_connect(uint16_t port, const char *path, const char *const headers[],
+                       HarnessWs **ret_ws, HarnessResponse *ret_refusal)
+{
+    long long deadline = now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
+    uint8_t nonce[16];
+    char key_buf[32];
+    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
+        return -EIO;
+    base64_encode(nonce, sizeof(nonce), key_buf);
+    const char *key = list_header(headers, "Sec-WebSocket-Key");
+    if (!key)
+        key = key_buf;
+
+    Buffer out = {0}, in = {0};
+    HarnessWs *ws = NULL;
+    HarnessResponse resp = {0};
+    int fd = -1;
+    int r = buffer_printf(&out, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n", path, port);
+    for (size_t i = 0; r == 0 && headers && headers[i]; i++)
+        r = buffer_printf(&out, "%s\r\n", headers[i]);
+    if (r == 0 && !list_header(headers, "Upgrade"))
+        r = buffer_printf(&out, "Upgrade: websocket\r\n");
+    if (r == 0 && !list_header(headers, "Connection"))
+        r = buffer_printf(&out, "Connection: Upgrade\r\n");
+    if (r == 0 && !list_header(headers, "Sec-WebSocket-Key"))
+        r = buffer_printf(&out, "Sec-WebSocket-Key: %s\r\n", key);
+    if (r == 0 && !list_header(headers, "Sec-WebSocket-Version"))
+        r = buffer_printf(&out, "Sec-WebSocket-Version: 13\r\n");
+    if (r == 0)
+        r = buffer_append(&out, "\r\n", 2);
+    if (r == 0)
+        r = tcp_connect(port, deadline, &fd);
+    if (r == 0)
+        r = send_all(fd, out.data, out.len, deadline);
+    if (r < 0)
+        goto out;
+
+    /* The header block; a refusal then runs to its Content-Length or EOF. */
+    bool eof = false;
+    while (!header_end(&in) && !eof) {
+        r = recv_some(fd, &in, deadline);
+        if (r < 0)
+            goto out;
+        eof = r == 0;
+    }
+    if (!header_end(&in)) {
+        fprintf(stderr, "harness: upgrade on port %u: closed after %zu bytes without an answer\n",
+                port, in.len);
+        r = -ECONNRESET;
+        goto out;
+    }
+    bool switching = strncmp(in.data, "HTTP/1.1 101", 12) == 0;
+    while (!switching && !eof && !response_complete(&in)) {
+        r = recv_some(fd, &in, deadline);
+        if (r < 0)
+            goto out;
+        eof = r == 0;
+    }
+    r = parse_response(&in, &resp);
+    if (r < 0)
+        goto out;
+    if (resp.status != 101) {
+        if (ret_refusal)
+            *ret_refusal = resp;
+        else
+            harness_response_done(&resp);
+        resp = (HarnessResponse){0};
+        r = -ECONNREFUSED;
+        goto out;
+    }
+    r = check_switching(&resp, key);
+    if (r < 0)
+        goto out;
+    r = -ENOMEM;
+    ws = calloc(1, sizeof(*ws));
+    if (!ws)
+        goto out;
+    ws->fd = fd;
+    ws->eof = eof;
+    fd = -1;
+    /* What followed the 101 is already WebSocket frames. */
+    const char *end = header_end(&in);
+    r = buffer_append(&ws->in, end, (size_t)(in.data + in.len - end));
+    if (r < 0)
+        goto out;
+    *ret_ws = ws;
+    ws = NULL;
+out:
+    if (fd >= 0)
+        close(fd);
+    harness_ws_free(ws);
+    harness_response_done(&resp);
+    free(out.data);
+    free(in.data);
+    return r;
+}
+
+int harness_ws_send_raw(HarnessWs *ws, const void *data, size_t len)
+{
+    if (!ws)
+        return -EINVAL;
+    return send_all(ws->fd, data, len, now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL);
+}
+
+int harness_ws_send_frame(HarnessWs *ws, uint8_t byte0, uint64_t declared_len, const void *data,
+                          size_t len)
+{
+    if (!ws || len > declared_len)
+        return -EINVAL;
+    uint8_t mask[4];
+    if (getrandom(mask, sizeof(mask), 0) != sizeof(mask))
+        return -EIO;
+    size_t header_len = 2;
+    uint8_t *frame = malloc(14 + len);
+    if (!frame)
+        return -ENOMEM;
+    frame[0] = byte0;
+    if (declared_len < 126) {
+        frame[1] = 0x80 | (uint8_t)declared_len;
+    } else if (declared_len <= 0xffff) {
+        frame[1] = 0x80 | 126;
+        frame[2] = (uint8_t)(declared_len >> 8);
+        frame[3] = (uint8_t)declared_len;
+        header_len = 4;
+    } else {
+        frame[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            frame[2 + i] = (uint8_t)(declared_len >> (56 - 8 * i));
+        header_len = 10;
+    }
+    memcpy(frame + header_len, mask, 4);
+    header_len += 4;
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        frame[header_len + i] = p[i] ^ mask[i % 4];
+    int r = harness_ws_send_raw(ws, frame, header_len + len);
+    free(frame);
+    return r;
+}
+
+int harness_ws_send(HarnessWs *ws, int opcode, const void *data, size_t len)
+{
+    return harness_ws_send_frame(ws, (uint8_t)(0x80 | (opcode & 0x0f)), len, data, len);
+}
+
+void harness_ws_message_done(HarnessWsMessage *message)
+{
+    if (!message)
+        return;
+    free(message->data);
+    *message = (HarnessWsMessage){0};
+}
+
+/*
+ * Takes one whole frame off the front of ws->in: 1 with its parts copied
+ * out, 0 when it is not all there yet, -EPROTO or -EFBIG.
+ */
+static int ws_next_frame(HarnessWs *ws, bool *ret_fin, int *ret_opcode, Buffer *ret_payload)
+{
+    const uint8_t *p = (const uint8_t *)ws->in.data;
+    size_t have = ws->in.len;
+    if (have < 2)
+        return 0;
+    if (p[1] & 0x80) {
+        fprintf(stderr, "harness: the server sent a masked frame\n");
+        return -EPROTO;
+    }
+    if (p[0] & 0x70) {
+        fprintf(stderr, "harness: the server set an RSV bit (first byte 0x%02x)\n", p[0]);
+        return -EPROTO;
+    }
+    size_t header = 2;
+    uint64_t len = p[1] & 0x7f;
+    if (len == 126) {
+        if (have < 4)
+            return 0;
+        len = (uint64_t)p[2] << 8 | p[3];
+        header = 4;
+    } else if (len == 127) {
+        if (have < 10)
+            return 0;
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | p[2 + i];
+        header = 10;
+    }
+    if (len > HARNESS_OUTPUT_MAX)
+        return -EFBIG;
+    if (have < header + len)
+        return 0;
+    Buffer payload = {0};
+    if (buffer_append(&payload, p + header, (size_t)len) < 0)
+        return -ENOMEM;
+    *ret_fin = p[0] & 0x80;
+    *ret_opcode = p[0] & 0x0f;
+    *ret_payload = payload;
+    memmove(ws->in.data, ws->in.data + header + len, have - header - (size_t)len);
+    ws->in.len -= header + (size_t)len;
+    if (ws->in.data)
+        ws->in.data[ws->in.len] = '\0';
+    return 1;
+}
+
+/* Turns a frame into a returned message or a fragment kept for later: 1 returned, 0 kept. */
+static int ws_take_frame(HarnessWs *ws, bool fin, int opcode, Buffer *payload,
+                         HarnessWsMessage *ret)
+{
+    if (opcode >= 0x8) {
+        if (!fin || payload->len > 125 ||
+            (opcode != HARNESS_WS_CLOSE && opcode != HARNESS_WS_PING &&
+             opcode != HARNESS_WS_PONG)) {
+            fprintf(stderr, "harness: bad control frame (opcode 0x%x, %zu bytes)\n", opcode,
+                    payload->len);
+            return -EPROTO;
+        }
+        HarnessWsMessage m = {.opcode = opcode, .close_code = 0};
+        size_t skip = 0;
+        if (opcode == HARNESS_WS_CLOSE) {
+            if (payload->len == 1) {
+                fprintf(stderr, "harness: close frame of 1 byte\n");
+                return -EPROTO;
+            }
+            const uint8_t *b = (const uint8_t *)payload->data;
+            m.close_code = payload->len ? (b[0] << 8 | b[1]) : HARNESS_WS_NO_STATUS;
+            skip = payload->len ? 2 : 0;
+        }
+        m.len = payload->len - skip;
+        m.data = malloc(m.len + 1);
+        if (!m.data)
+            return -ENOMEM;
+        if (m.len)
+            memcpy(m.data, payload->data + skip, m.len);
+        m.data[m.len] = '\0';
+        *ret = m;
+        return 1;
+    }
+    if (opcode != HARNESS_WS_CONTINUATION && opcode != HARNESS_WS_TEXT &&
+        opcode != HARNESS_WS_BINARY) {
+        fprintf(stderr, "harness: reserved opcode 0x%x\n", opcode);
+        return -EPROTO;
+    }
+    if ((opcode == HARNESS_WS_CONTINUATION) != (ws->message_opcode != 0)) {
+        fprintf(stderr, "harness: %s\n",
+                opcode == HARNESS_WS_CONTINUATION ? "continuation frame without a message"
+                                                  : "new message before the last one ended");
+        return -EPROTO;
+    }
+    if (opcode != HARNESS_WS_CONTINUATION)
+        ws->message_opcode = opcode;
+    int r = buffer_append(&ws->message, payload->data ? payload->data : "", payload->len);
+    if (r < 0)
+        return r;
+    if (!fin)
+        return 0;
+    if (!ws->message.data && (r = buffer_append(&ws->message, "", 0)) < 0)
+        return r;
+    *ret = (HarnessWsMessage){
+        .opcode = ws->message_opcode, .data = (uint8_t *)ws->message.data, .len = ws->message.len};
+    ws->message = (Buffer){0};
+    ws->message_opcode = 0;
+    return 1;
+}
+
+int harness_ws_recv(HarnessWs *ws, int timeout_ms, HarnessWsMessage *ret)
+{
+    if (!ws)
+        return -EINVAL;
+    long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        bool fin;
+        int opcode;
+        Buffer payload;
+        int r = ws_next_frame(ws, &fin, &opcode, &payload);
+        if (r < 0)
+            return r;
+        if (r > 0) {
+            r = ws_take_frame(ws, fin, opcode, &payload, ret);
+            free(payload.data);
+            if (r < 0)
+                return r;
+            if (r > 0)
+                return 0;
+            continue;
+        }
+        if (ws->eof)
+            return -ECONNRESET;
+        if (now_ms() >= deadline)
+            return -ETIMEDOUT;
+        r = recv_some(ws->fd, &ws->in, deadline);
+        if (r == -ETIMEDOUT)
+            return r;
+        if (r < 0)
+            return r;
+        if (r == 0)
+            ws->eof = true;
+    }
 }

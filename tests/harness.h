@@ -179,3 +179,75 @@ const char *harness_error_code(const HarnessResponse *response);
 const char *harness_error_message(const HarnessResponse *response);
 /* Frees what the response holds and zeroes it; accepts NULL. */
 void harness_response_done(HarnessResponse *response);
+
+/* ---- WebSocket ---- */
+
+/*
+ * A WebSocket client (RFC 6455) over loopback, for the console: the opening
+ * handshake with its answer checked, masked frames out, whole messages in.
+ * Deliberately lax in what it builds (harness_ws_send_frame can lie about
+ * a length or set any bit) and strict in what it reads: a server frame
+ * that is masked, has an RSV bit set, or breaks fragmentation is -EPROTO.
+ */
+typedef struct HarnessWs HarnessWs;
+
+#define HARNESS_WS_CONTINUATION 0x0
+#define HARNESS_WS_TEXT 0x1
+#define HARNESS_WS_BINARY 0x2
+#define HARNESS_WS_CLOSE 0x8
+#define HARNESS_WS_PING 0x9
+#define HARNESS_WS_PONG 0xa
+/* close_code of a close frame that carried no code. */
+#define HARNESS_WS_NO_STATUS 1005
+
+typedef struct {
+    int opcode;     /* TEXT or BINARY (a whole message), CLOSE, PING or PONG */
+    uint8_t *data;  /* message, ping/pong payload or close reason; NUL-terminated, malloc'd */
+    size_t len;     /* without the NUL */
+    int close_code; /* CLOSE only: the code, or HARNESS_WS_NO_STATUS */
+} HarnessWsMessage;
+
+/*
+ * GET path on 127.0.0.1:port as an upgrade: Host, then headers
+ * (NULL-terminated "Name: value", e.g. a Cookie and an Origin), then
+ * Upgrade, Connection, Sec-WebSocket-Key (16 random bytes) and
+ * Sec-WebSocket-Version: 13, each left out when headers already has one of
+ * that name (so a test can send a bad one). Bounded by HARNESS_IO_TIMEOUT_S.
+ *
+ * 0 with *ret_ws when the server answered 101 with Upgrade: websocket,
+ * Connection: Upgrade and the right Sec-WebSocket-Accept; bytes that came
+ * after the 101 are kept for harness_ws_recv.
+ * -ECONNREFUSED with *ret_refusal filled (status, headers, JSON body) when
+ * it answered anything else; ret_refusal may be NULL.
+ * -EPROTO for a 101 that is wrong (described on stderr), other -errno
+ * (-ETIMEDOUT, -ECONNRESET) when there was no usable answer.
+ */
+int harness_ws_connect(uint16_t port, const char *path, const char *const headers[],
+                       HarnessWs **ret_ws, HarnessResponse *ret_refusal);
+
+/* One whole (FIN) masked frame of opcode with len bytes; 0 or -errno (-EPIPE once closed). */
+int harness_ws_send(HarnessWs *ws, int opcode, const void *data, size_t len);
+/*
+ * One masked frame whose first byte is byte0 (FIN, RSV and opcode as given)
+ * and whose header declares declared_len bytes, followed by len bytes of
+ * data (len may be less than declared_len: the rest is never sent).
+ */
+int harness_ws_send_frame(HarnessWs *ws, uint8_t byte0, uint64_t declared_len, const void *data,
+                          size_t len);
+/* Exactly these bytes, unframed (for frames that break the protocol). */
+int harness_ws_send_raw(HarnessWs *ws, const void *data, size_t len);
+
+/*
+ * The next message: data messages are reassembled from their fragments,
+ * control frames (which may come between fragments) are returned one by
+ * one. Nothing is answered on the caller's behalf (a PING is returned, not
+ * ponged). 0 with *ret filled; -ETIMEDOUT when no whole message arrived
+ * within timeout_ms; -ECONNRESET when the server closed the connection
+ * (EOF or reset) first; -EPROTO for a frame a server must not send; -EFBIG
+ * past 16 MiB.
+ */
+int harness_ws_recv(HarnessWs *ws, int timeout_ms, HarnessWsMessage *ret);
+/* Frees what the message holds and zeroes it; accepts NULL. */
+void harness_ws_message_done(HarnessWsMessage *message);
+/* Closes the TCP connection at once (no close frame) and frees; accepts NULL. */
+void harness_ws_free(HarnessWs *ws);

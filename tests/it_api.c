@@ -14,10 +14,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -180,8 +182,13 @@ static void assert_instance_object(const cJSON *json, const char *image, const c
     assert_string_equal(json_string(json, "image"), image);
     assert_string_equal(json_string(json, "size"), size);
     assert_created_at_recent(json_string(json, "created_at"));
-    /* The console that serves access_url is not in this release: present, null. */
-    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "access_url")));
+    /* The viewer's address on this legbad; the console tests check its exact form and key. */
+    const char *access = json_string(json, "access_url");
+    char console_path[64];
+    snprintf(console_path, sizeof(console_path), "/console/%s/", uuid);
+    assert_non_null(access);
+    assert_true(strncmp(access, "http://127.0.0.1:", 17) == 0);
+    assert_non_null(strstr(access, console_path));
     /* The fake driver has no guest to report a drawn page: never ready here. */
     assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(json, "ready")));
     assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "ready_at")));
@@ -1278,12 +1285,468 @@ static void api_catalog_and_start_url(void **state)
     delete_instance(&it.a, uuid);
 }
 
+/* ---- the console's HTTP side (the fake driver has no VNC: no WebSocket gets through) ---- */
+
+#define KEY_HEX_LEN 64
+
+typedef struct {
+    char uuid[UUID_LEN + 1];
+    char key[KEY_HEX_LEN + 1];
+    char prefix[64];  /* "/console/<uuid>/" */
+    char cookie[128]; /* "Cookie: legba_console=…" once logged in */
+} Console;
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The origin of the default public URL: http://127.0.0.1:PORT. */
+static void console_origin(char *buf, size_t size)
+{
+    snprintf(buf, size, "http://127.0.0.1:%u", it.legbad->port);
+}
+
+/* access_url must be exactly ORIGIN/console/<uuid>/#key=<64 lowercase hex>; returns the key. */
+static void assert_access_url_with_key(const HarnessResponse *resp, const char *uuid,
+                                       char ret_key[KEY_HEX_LEN + 1])
+{
+    char origin[64], want[160];
+    console_origin(origin, sizeof(origin));
+    snprintf(want, sizeof(want), "%s/console/%s/#key=", origin, uuid);
+    const char *url = json_string(resp->json, "access_url");
+    if (!url || strncmp(url, want, strlen(want)) != 0 ||
+        strlen(url) != strlen(want) + KEY_HEX_LEN || !is_lower_hex(url + strlen(want), KEY_HEX_LEN))
+        fail_response(__FILE__, __LINE__, resp, "access_url %s<64 lowercase hex> expected", want);
+    snprintf(ret_key, KEY_HEX_LEN + 1, "%s", url + strlen(want));
+}
+
+static void console_create(const Org *org, Console *ret)
+{
+    char path[256];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), org->uuid);
+    request(org->auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_status(&resp, 201);
+    const char *uuid = json_string(resp.json, "instance_uuid");
+    assert_non_null(uuid);
+    *ret = (Console){0};
+    snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
+    snprintf(ret->prefix, sizeof(ret->prefix), "/console/%s/", uuid);
+    assert_access_url_with_key(&resp, uuid, ret->key);
+    harness_response_done(&resp);
+}
+
+/* POST session with key and an Origin line (NULL for none). */
+static void console_session(const Console *console, const char *key, const char *origin_line,
+                            HarnessResponse *resp)
+{
+    char path[128], body[128];
+    snprintf(path, sizeof(path), "%ssession", console->prefix);
+    snprintf(body, sizeof(body), "{\"key\":\"%s\"}", key);
+    const char *headers[] = {"Content-Type: application/json", origin_line, NULL};
+    int r = harness_http(it.legbad->port, "POST", path, headers, body, strlen(body), resp);
+    if (r < 0)
+        fail_msg("POST %s: no HTTP response: %s", path, strerror(-r));
+}
+
+/*
+ * The right key from the right origin: 204 and a cookie that is
+ * legba_console=<64 hex>; Path=/console/<uuid>/; HttpOnly; SameSite=Strict,
+ * without Secure on plain HTTP. Fills console->cookie.
+ */
+static void console_login(Console *console)
+{
+    char origin[64], origin_line[96];
+    HarnessResponse resp = {0};
+    console_origin(origin, sizeof(origin));
+    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
+    console_session(console, console->key, origin_line, &resp);
+    assert_status(&resp, 204);
+    const char *set = harness_header(&resp, "Set-Cookie");
+    static const char name[] = "legba_console=";
+    if (!set || strncmp(set, name, strlen(name)) != 0 ||
+        strcspn(set + strlen(name), ";") != KEY_HEX_LEN ||
+        !is_lower_hex(set + strlen(name), KEY_HEX_LEN))
+        fail_response(__FILE__, __LINE__, &resp, "Set-Cookie: legba_console=<64 hex>; … expected");
+    snprintf(console->cookie, sizeof(console->cookie), "Cookie: %.*s",
+             (int)strlen(name) + KEY_HEX_LEN, set);
+
+    /* The attributes, each once, in any order; names are case-insensitive (RFC 6265). */
+    char want_path[96];
+    snprintf(want_path, sizeof(want_path), "Path=%s", console->prefix);
+    bool path = false, http_only = false, same_site = false, secure = false;
+    const char *p = set + strcspn(set, ";");
+    while (*p == ';') {
+        p++;
+        p += strspn(p, " ");
+        size_t n = strcspn(p, ";");
+        while (n > 0 && p[n - 1] == ' ')
+            n--;
+        if (n == strlen(want_path) && strncasecmp(p, "Path=", 5) == 0 &&
+            strncmp(p + 5, want_path + 5, n - 5) == 0)
+            path = true;
+        else if (n == 8 && strncasecmp(p, "HttpOnly", 8) == 0)
+            http_only = true;
+        else if (n == 15 && strncasecmp(p, "SameSite=Strict", 15) == 0)
+            same_site = true;
+        else if (n == 6 && strncasecmp(p, "Secure", 6) == 0)
+            secure = true;
+        p += strcspn(p, ";");
+    }
+    if (!path || !http_only || !same_site || secure)
+        fail_response(__FILE__, __LINE__, &resp,
+                      "Set-Cookie '%s': %s, HttpOnly, SameSite=Strict and no Secure expected", set,
+                      want_path);
+    harness_response_done(&resp);
+}
+
+/* GET path with an optional extra header line. */
+static void console_get(const char *path, const char *header, HarnessResponse *resp)
+{
+    const char *headers[] = {header, NULL};
+    int r = harness_http(it.legbad->port, "GET", path, headers, NULL, 0, resp);
+    if (r < 0)
+        fail_msg("GET %s: no HTTP response: %s", path, strerror(-r));
+}
+
+/* The WebSocket upgrade of uuid's console is refused with status and code. */
+static void assert_ws_refused(const char *uuid, const char *cookie, const char *origin_line,
+                              int want_status, const char *want_code)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/console/%s/websocket", uuid);
+    const char *headers[3] = {0};
+    size_t n = 0;
+    if (cookie)
+        headers[n++] = cookie;
+    if (origin_line)
+        headers[n++] = origin_line;
+    HarnessWs *ws = NULL;
+    HarnessResponse resp = {0};
+    int r = harness_ws_connect(it.legbad->port, path, headers, &ws, &resp);
+    if (r == 0) {
+        harness_ws_free(ws);
+        fail_msg("GET %s (cookie %s, %s) was upgraded; %d %s expected", path,
+                 cookie ? "given" : "none", origin_line ? origin_line : "no Origin", want_status,
+                 want_code);
+    }
+    if (r != -ECONNREFUSED)
+        fail_msg("GET %s as an upgrade: no HTTP answer: %s", path, strerror(-r));
+    assert_error(&resp, want_status, want_code);
+    harness_response_done(&resp);
+}
+
+/* The access line of a request is written after its answer: wait until the log names path. */
+static void wait_logged(const char *path)
+{
+    for (int i = 0; i < 200 && !harness_log_contains(it.legbad->log_path, path); i++)
+        usleep(10 * 1000);
+}
+
+/* access_url: with its key once, without it afterwards; /access issues a new one. */
+static void api_console_access_url(void **state)
+{
+    Console con;
+    char path[256], want[160], origin[64], origin_line[96];
+    HarnessResponse resp = {0};
+    console_create(&it.a, &con);
+    console_origin(origin, sizeof(origin));
+    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
+    snprintf(want, sizeof(want), "%s%s", origin, con.prefix);
+
+    path_instance(path, sizeof(path), it.a.uuid, con.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "access_url"), want);
+    harness_response_done(&resp);
+    cJSON *list = list_instances(&it.a);
+    assert_string_equal(json_string(list_find(list, con.uuid), "access_url"), want);
+    cJSON_Delete(list);
+
+    /* A new key: the old one stops working for new logins, the new one works. */
+    char access[300];
+    snprintf(access, sizeof(access), "%s/access", path);
+    request(it.a.auth, "POST", access, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "instance_uuid"), con.uuid);
+    char old_key[KEY_HEX_LEN + 1];
+    snprintf(old_key, sizeof(old_key), "%s", con.key);
+    assert_access_url_with_key(&resp, con.uuid, con.key);
+    assert_string_not_equal(con.key, old_key);
+    harness_response_done(&resp);
+    console_session(&con, old_key, origin_line, &resp);
+    assert_error(&resp, 403, "forbidden");
+    assert_null(harness_header(&resp, "Set-Cookie"));
+    harness_response_done(&resp);
+    console_login(&con);
+    /* GET still shows no key. */
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_string_equal(json_string(resp.json, "access_url"), want);
+    harness_response_done(&resp);
+
+    /* Another org's token: as if the instance were not there. */
+    request(it.b.auth, "POST", access, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    char other[300];
+    snprintf(other, sizeof(other), "/orgs/%s/api/instances/%s/access", it.b.uuid, con.uuid);
+    request(it.b.auth, "POST", other, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    /* No token at all. */
+    request(NULL, "POST", access, NULL, &resp);
+    assert_error(&resp, 401, "unauthorized");
+    harness_response_done(&resp);
+    /* The key B could not rotate still logs in. */
+    console_login(&con);
+
+    /* Neither key was ever written to the log. */
+    wait_logged(access);
+    if (harness_log_contains(it.legbad->log_path, old_key) ||
+        harness_log_contains(it.legbad->log_path, con.key))
+        fail_msg("a console key is in legbad's log %s", it.legbad->log_path);
+    delete_instance(&it.a, con.uuid);
+}
+
+/* The viewer page, its files, and what of noVNC is (not) served. */
+static void api_console_files(void **state)
+{
+    Console con;
+    char path[512];
+    HarnessResponse resp = {0};
+    console_create(&it.a, &con);
+
+    console_get(con.prefix, NULL, &resp);
+    assert_status(&resp, 200);
+    const char *type = harness_header(&resp, "Content-Type");
+    if (!type || strncmp(type, "text/html", 9) != 0)
+        fail_response(__FILE__, __LINE__, &resp, "Content-Type text/html expected");
+    const char *csp = harness_header(&resp, "Content-Security-Policy");
+    if (!csp || !csp[0])
+        fail_response(__FILE__, __LINE__, &resp, "a Content-Security-Policy header expected");
+    assert_true(resp.body_len > 0);
+    harness_response_done(&resp);
+
+    static const char *const ours[] = {"viewer.js", "viewer.css"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s%s", con.prefix, ours[i]);
+        console_get(path, NULL, &resp);
+        if (resp.status != 200)
+            print_error("GET %s\n", path);
+        assert_status(&resp, 200);
+        assert_true(resp.body_len > 0);
+        harness_response_done(&resp);
+    }
+
+    if (harness_file_exists("/usr/share/novnc/core/rfb.js")) {
+        snprintf(path, sizeof(path), "%snovnc/core/rfb.js", con.prefix);
+        console_get(path, NULL, &resp);
+        assert_status(&resp, 200);
+        assert_true(resp.body_len > 0);
+        harness_response_done(&resp);
+    } else {
+        print_message("no /usr/share/novnc/core/rfb.js here: noVNC's 200 not checked\n");
+    }
+
+    /* Only core/ and vendor/ .js files, and never a way out of novnc_dir. */
+    static const char *const refused[] = {
+        "novnc/../..",
+        "novnc/../../../../../../etc/passwd",
+        "novnc/core/../../../../../../etc/passwd",
+        "novnc/core/../vnc.html",
+        "novnc/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "novnc/core/%2e%2e/vnc.html",
+        "novnc/core%2f..%2fvnc.html",
+        "novnc/vnc.html",
+        "novnc/app/ui.js",
+        "novnc/",
+        "novnc/core/",
+        "novnc/core/nosuch.js",
+        "novnc/core/rfb.js%00.js",
+        "nosuch.html",
+    };
+    size_t wrong = 0;
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        snprintf(path, sizeof(path), "%s%s", con.prefix, refused[i]);
+        console_get(path, NULL, &resp);
+        if (resp.status != 404) {
+            print_error("GET %s: HTTP %d (%zu bytes) %.200s; 404 expected\n", path, resp.status,
+                        resp.body_len, resp.body);
+            wrong++;
+        }
+        harness_response_done(&resp);
+    }
+    if (wrong)
+        fail_msg("%zu paths under the console served something", wrong);
+
+    /* An instance that never was. */
+    console_get("/console/00000000-0000-4000-8000-000000000000/", NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    delete_instance(&it.a, con.uuid);
+}
+
+/* Key for cookie, and what the cookie and the Origin open and do not open. */
+static void api_console_session(void **state)
+{
+    Console a, b;
+    char path[256], origin[64], origin_line[96];
+    HarnessResponse resp = {0};
+    console_create(&it.a, &a);
+    console_create(&it.b, &b);
+    console_origin(origin, sizeof(origin));
+    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
+
+    /* Refused logins set no cookie: a wrong key, B's key, a cross-site page, no Origin. */
+    char wrong_key[KEY_HEX_LEN + 1];
+    snprintf(wrong_key, sizeof(wrong_key), "%s", a.key);
+    wrong_key[0] = wrong_key[0] == '0' ? '1' : '0';
+    const struct {
+        const char *key, *origin_line, *what;
+    } refused[] = {
+        {wrong_key, origin_line, "a wrong key"},
+        {b.key, origin_line, "another instance's key"},
+        {a.key, "Origin: http://evil.example", "a cross-site Origin"},
+        {a.key, NULL, "no Origin"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        console_session(&a, refused[i].key, refused[i].origin_line, &resp);
+        if (resp.status != 403 || harness_header(&resp, "Set-Cookie"))
+            fail_response(__FILE__, __LINE__, &resp, "%s: 403 without Set-Cookie expected",
+                          refused[i].what);
+        assert_status(&resp, 403);
+        if (!harness_error_code(&resp))
+            fail_response(__FILE__, __LINE__, &resp, "%s: a JSON error expected", refused[i].what);
+        harness_response_done(&resp);
+    }
+    console_session(&a, wrong_key, origin_line, &resp);
+    assert_error(&resp, 403, "forbidden");
+    harness_response_done(&resp);
+
+    /* Status: the cookie is required. */
+    snprintf(path, sizeof(path), "%sstatus", a.prefix);
+    console_get(path, NULL, &resp);
+    assert_error(&resp, 403, "forbidden");
+    harness_response_done(&resp);
+
+    console_login(&a);
+    console_login(&b);
+    char session_path[128];
+    snprintf(session_path, sizeof(session_path), "%ssession", a.prefix);
+    wait_logged(session_path);
+    if (harness_log_contains(it.legbad->log_path, a.key) ||
+        harness_log_contains(it.legbad->log_path, b.key))
+        fail_msg("a console key is in legbad's log %s", it.legbad->log_path);
+
+    console_get(path, a.cookie, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "status"), "running");
+    assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(resp.json, "ready")));
+    harness_response_done(&resp);
+    /* A cookie of the right shape that legbad never issued. */
+    console_get(path,
+                "Cookie: legba_console="
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                &resp);
+    assert_error(&resp, 403, "forbidden");
+    harness_response_done(&resp);
+
+    /* A's cookie on B's routes. */
+    snprintf(path, sizeof(path), "%sstatus", b.prefix);
+    console_get(path, a.cookie, &resp);
+    assert_error(&resp, 403, "forbidden");
+    harness_response_done(&resp);
+    assert_ws_refused(b.uuid, a.cookie, origin_line, 403, "forbidden");
+
+    /* The WebSocket: the cookie first, then the Origin. */
+    assert_ws_refused(a.uuid, NULL, origin_line, 403, "forbidden");
+    assert_ws_refused(a.uuid, a.cookie, "Origin: http://evil.example", 403, "origin_refused");
+    assert_ws_refused(a.uuid, a.cookie, NULL, 403, "origin_refused");
+    /*
+     * Past cookie and Origin, the handshake itself: a version other than 13
+     * is 426 naming 13, a key that is not 16 bytes of base64 is 400.
+     */
+    char ws_path[128];
+    snprintf(ws_path, sizeof(ws_path), "/console/%s/websocket", a.uuid);
+    HarnessWs *ws = NULL;
+    int r = harness_ws_connect(it.legbad->port, ws_path,
+                               HARNESS_LIST(a.cookie, origin_line, "Sec-WebSocket-Version: 8"), &ws,
+                               &resp);
+    if (r == 0)
+        harness_ws_free(ws);
+    assert_int_equal(r, -ECONNREFUSED);
+    assert_status(&resp, 426);
+    assert_header(&resp, "Sec-WebSocket-Version", "13");
+    assert_non_null(harness_error_code(&resp));
+    harness_response_done(&resp);
+    r = harness_ws_connect(it.legbad->port, ws_path,
+                           HARNESS_LIST(a.cookie, origin_line, "Sec-WebSocket-Key: c2hvcnQ="), &ws,
+                           &resp);
+    if (r == 0)
+        harness_ws_free(ws);
+    assert_int_equal(r, -ECONNREFUSED);
+    assert_status(&resp, 400);
+    assert_non_null(harness_error_code(&resp));
+    harness_response_done(&resp);
+
+    /* The same host on another port is another origin. */
+    char other_port[96];
+    snprintf(other_port, sizeof(other_port), "Origin: http://127.0.0.1:%u",
+             it.legbad->port == 65535 ? 1 : it.legbad->port + 1);
+    assert_ws_refused(a.uuid, a.cookie, other_port, 403, "origin_refused");
+
+    delete_instance(&it.a, a.uuid);
+    delete_instance(&it.b, b.uuid);
+}
+
+/* After DELETE every console route of the instance is 404, cookie or not. */
+static void api_console_after_delete(void **state)
+{
+    Console con;
+    char path[256], origin[64], origin_line[96];
+    HarnessResponse resp = {0};
+    console_create(&it.a, &con);
+    console_login(&con);
+    console_origin(origin, sizeof(origin));
+    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
+    delete_instance(&it.a, con.uuid);
+
+    console_get(con.prefix, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    snprintf(path, sizeof(path), "%sviewer.js", con.prefix);
+    console_get(path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    console_session(&con, con.key, origin_line, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    snprintf(path, sizeof(path), "%sstatus", con.prefix);
+    console_get(path, con.cookie, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    assert_ws_refused(con.uuid, con.cookie, origin_line, 404, "not_found");
+    path_instance(path, sizeof(path), it.a.uuid, con.uuid);
+    strcat(path, "/access");
+    request(it.a.auth, "POST", path, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(api_create_get_delete, revive_legbad),
         cmocka_unit_test_setup(api_sizes_and_images, revive_legbad),
         cmocka_unit_test_setup(api_catalog_and_start_url, revive_legbad),
+        cmocka_unit_test_setup(api_console_access_url, revive_legbad),
+        cmocka_unit_test_setup(api_console_files, revive_legbad),
+        cmocka_unit_test_setup(api_console_session, revive_legbad),
+        cmocka_unit_test_setup(api_console_after_delete, revive_legbad),
         cmocka_unit_test_setup(api_auth, revive_legbad),
         cmocka_unit_test_setup(api_isolation, revive_legbad),
         cmocka_unit_test_setup(api_bad_bodies, revive_legbad),

@@ -8,6 +8,14 @@
  * screenshot through libvirt and looks for the page's colours where the
  * page puts them, at the size's screen resolution.
  *
+ * The access URL is checked the way a user meets it: headless Chromium
+ * (driven over WebDriver, webdriver.h) opens it, the viewer page must show
+ * the VM's screen, and a key typed into the viewer must reach the guest:
+ * the page turns its colours on any key press, which shows both on the
+ * VM's own screen and in the viewer.
+ *
+ * IT_BROWSER_ONLY=name[,name…] runs only the named tests.
+ *
  * The images are built once per machine into LEGBA_TEST_IMAGES_DIR
  * (default /var/cache/legba/test-images) and reused while their recipes
  * are unchanged.
@@ -22,6 +30,7 @@
 #include <libvirt/virterror.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,17 +41,34 @@
 
 #include "harness.h"
 #include "util.h"
+#include "webdriver.h"
 
 #define QEMU_URI "qemu:///system"
 /* Under TCG a cold boot to a drawn page takes about a minute; allow for a loaded host. */
 #define READY_TIMEOUT_S 420
 
-/* The page: magenta everywhere, a green square in the middle. */
+/*
+ * The page: magenta everywhere, a green square in the middle. Any key
+ * press turns it blue with a yellow square (colours far from the first
+ * two on every channel that matters) and tells the page server which key
+ * it was (GET /key?k=…).
+ */
 static const char page[] =
     "<!DOCTYPE html><html><head><title>legba test page</title><style>"
     "html,body{margin:0;width:100%;height:100%;background:#ff00ff;overflow:hidden}"
     "#mark{position:fixed;left:50%;top:50%;width:400px;height:300px;margin:-150px 0 0 -200px;"
-    "background:#00c000}</style></head><body><div id=\"mark\"></div></body></html>";
+    "background:#00c000}</style></head><body><div id=\"mark\"></div><script>"
+    "document.addEventListener('keydown',function(e){"
+    "document.documentElement.style.background=document.body.style.background='#0000ff';"
+    "document.getElementById('mark').style.background='#ffff00';"
+    "fetch('/key?k='+encodeURIComponent(e.key)).catch(function(){});});"
+    "</script></body></html>";
+
+/* The page's colours before and after a key press. */
+#define SQUARE_BEFORE 0x00, 0xc0, 0x00
+#define BACKGROUND_BEFORE 0xff, 0x00, 0xff
+#define SQUARE_AFTER 0xff, 0xff, 0x00
+#define BACKGROUND_AFTER 0x00, 0x00, 0xff
 
 static struct {
     char *dir, *data_dir, *images_dir, *config;
@@ -54,7 +80,9 @@ static struct {
     uint16_t web_port;
     pthread_t web_thread;
     unsigned page_requests;
+    char last_key[32]; /* what the page last reported with /key?k=, as sent */
     pthread_mutex_t lock;
+    WebDriver *driver; /* a test's headless Chromium, so teardown ends it after a failure */
 } b = {.listen_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- the page server: every VM's forward is one long-lived stream of requests ---- */
@@ -75,7 +103,15 @@ static void *serve_stream(void *arg)
             bool root = strncmp(buf, "GET / ", 6) == 0;
             char head[256];
             int hlen;
-            if (root) {
+            if (strncmp(buf, "GET /key?k=", 11) == 0) {
+                pthread_mutex_lock(&b.lock);
+                size_t klen = strcspn(buf + 11, " \r\n");
+                snprintf(b.last_key, sizeof(b.last_key), "%.*s", (int)klen, buf + 11);
+                pthread_mutex_unlock(&b.lock);
+                hlen = snprintf(head, sizeof(head),
+                                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                                "Cache-Control: no-store\r\n\r\n");
+            } else if (root) {
                 hlen = snprintf(head, sizeof(head),
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                                 "Content-Length: %zu\r\nCache-Control: no-store\r\n\r\n",
@@ -193,6 +229,8 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
+    webdriver_free(b.driver);
+    b.driver = NULL;
     if (b.legbad) {
         harness_legbad_stop(b.legbad);
         harness_legbad_free(b.legbad);
@@ -235,7 +273,9 @@ static void fail_with_log(const char *what, const HarnessResponse *resp)
     fail_msg("%s: HTTP %d %s", what, resp ? resp->status : 0, resp && resp->body ? resp->body : "");
 }
 
-static void create(const char *image, const char *size, const char *start_url, char ret_uuid[40])
+/* Creates an instance; *ret_access_url (when not NULL) gets its access URL, key included. */
+static void create(const char *image, const char *size, const char *start_url, char ret_uuid[40],
+                   char **ret_access_url)
 {
     char path[128], body[512];
     HarnessResponse resp = {0};
@@ -255,6 +295,13 @@ static void create(const char *image, const char *size, const char *start_url, c
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(resp.json, "ready")));
     snprintf(ret_uuid, 40, "%s",
              cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
+    if (ret_access_url) {
+        const char *url = cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "access_url"));
+        if (!url)
+            fail_with_log("create answered no access_url", &resp);
+        *ret_access_url = strdup(url);
+        assert_non_null(*ret_access_url);
+    }
     harness_response_done(&resp);
 }
 
@@ -447,19 +494,63 @@ static void screenshot(const char *uuid, Picture *ret)
     free(data);
 }
 
-/* Share of pixels in the rectangle within 40 of the colour on each channel. */
-static double share_of(const Picture *p, unsigned x0, unsigned y0, unsigned w, unsigned h, int r,
-                       int g, int bl)
+/*
+ * Where a screen of the page lies in a picture: picture pixel = offset +
+ * screen pixel * scale. The VM's own screenshot is the identity; the
+ * viewer shows the screen scaled into its canvas.
+ */
+typedef struct {
+    double left, top, scale_x, scale_y;
+} Placement;
+
+static const Placement unscaled = {0, 0, 1, 1};
+
+/*
+ * Share of pixels within 40 of the colour on each channel, in the
+ * rectangle given in screen pixels (2 picture pixels trimmed off each edge,
+ * where scaling blends the colours of both sides).
+ */
+static double share_of(const Picture *p, const Placement *at, double x, double y, double w,
+                       double h, int r, int g, int bl)
 {
+    long x0 = (long)(at->left + x * at->scale_x + 0.5) + 2;
+    long y0 = (long)(at->top + y * at->scale_y + 0.5) + 2;
+    long x1 = (long)(at->left + (x + w) * at->scale_x + 0.5) - 2;
+    long y1 = (long)(at->top + (y + h) * at->scale_y + 0.5) - 2;
     size_t hits = 0, total = 0;
-    for (unsigned y = y0; y < y0 + h && y < p->height; y++) {
-        for (unsigned x = x0; x < x0 + w && x < p->width; x++) {
-            const uint8_t *px = p->rgb + ((size_t)y * p->width + x) * 3;
+    for (long py = y0 < 0 ? 0 : y0; py < y1 && py < (long)p->height; py++) {
+        for (long px = x0 < 0 ? 0 : x0; px < x1 && px < (long)p->width; px++) {
+            const uint8_t *c = p->rgb + ((size_t)py * p->width + (size_t)px) * 3;
             total++;
-            hits += abs(px[0] - r) < 40 && abs(px[1] - g) < 40 && abs(px[2] - bl) < 40;
+            hits += abs(c[0] - r) < 40 && abs(c[1] - g) < 40 && abs(c[2] - bl) < 40;
         }
     }
     return total ? (double)hits / (double)total : 0;
+}
+
+typedef struct {
+    double square, background;
+} PageShares;
+
+/*
+ * The page on a width x height screen: the share of the square's colour in
+ * a box around the centre, and of the background in a band near the top
+ * left, away from any UI; the colours before or after a key press.
+ */
+static PageShares page_shares(const Picture *p, const Placement *at, unsigned width,
+                              unsigned height, bool pressed)
+{
+    PageShares s;
+    if (pressed) {
+        s.square = share_of(p, at, width / 2.0 - 150, height / 2.0 - 100, 300, 200, SQUARE_AFTER);
+        s.background =
+            share_of(p, at, 40, height / 4.0, width / 4.0, height / 4.0, BACKGROUND_AFTER);
+    } else {
+        s.square = share_of(p, at, width / 2.0 - 150, height / 2.0 - 100, 300, 200, SQUARE_BEFORE);
+        s.background =
+            share_of(p, at, 40, height / 4.0, width / 4.0, height / 4.0, BACKGROUND_BEFORE);
+    }
+    return s;
 }
 
 static void delete_instance(const char *uuid)
@@ -474,11 +565,10 @@ static void delete_instance(const char *uuid)
 }
 
 /*
- * Boots the image, waits for ready, checks the screen's resolution is the
- * size's and, with the test's start_url, that its page is on the screen.
+ * Boots the image with the test's page as start_url, waits for ready, and
+ * checks the screen's resolution is the size's and the page is on it.
  */
-static void browse(const char *image, const char *size, unsigned width, unsigned height,
-                   bool with_start_url)
+static void browse(const char *image, const char *size, unsigned width, unsigned height)
 {
     char uuid[40];
     pthread_mutex_lock(&b.lock);
@@ -486,7 +576,7 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     pthread_mutex_unlock(&b.lock);
 
     time_t t0 = time(NULL);
-    create(image, size, with_start_url ? "http://10.0.2.100/" : NULL, uuid);
+    create(image, size, "http://10.0.2.100/", uuid, NULL);
     int waited = wait_ready(uuid);
     fprintf(stderr, "it_browser: %s (%s): ready %d s after create (%lld s incl. request)\n", image,
             size, waited, (long long)(time(NULL) - t0));
@@ -498,40 +588,392 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     screenshot(uuid, &pic);
     assert_int_equal(pic.width, width);
     assert_int_equal(pic.height, height);
-    if (!with_start_url) {
-        free(pic.rgb);
-        delete_instance(uuid);
-        return;
-    }
     assert_true(requests >= 1);
-    /* The green square, centred; magenta in a band near the top left, away from any UI. */
-    double green = share_of(&pic, width / 2 - 150, height / 2 - 100, 300, 200, 0x00, 0xc0, 0x00);
-    double magenta = share_of(&pic, 40, height / 4, width / 4, height / 4, 0xff, 0x00, 0xff);
+    PageShares s = page_shares(&pic, &unscaled, width, height, false);
     fprintf(stderr, "it_browser: %s: centre %.0f%% green, left %.0f%% magenta\n", image,
-            green * 100, magenta * 100);
+            s.square * 100, s.background * 100);
     free(pic.rgb);
-    if (green < 0.95 || magenta < 0.95)
+    if (s.square < 0.95 || s.background < 0.95)
         fail_with_log("the page is not on the screen", NULL);
 
     delete_instance(uuid);
 }
 
-static void test_chromium_shows_start_url(void **state)
+/* Firefox, at the small size: the same page, opened over WebDriver BiDi. */
+static void test_firefox_shows_start_url(void **state)
 {
-    browse("debian-12-chromium", "medium", 1600, 900, true);
+    browse("debian-12-firefox", "small", 1280, 720);
 }
 
-/* Firefox: boot to its built-in page drawn, at the small size's resolution. */
-static void test_firefox_boots_to_ready(void **state)
+/* ---- the access URL in headless Chromium on this host ---- */
+
+/*
+ * The window of the host's headless Chromium (its viewport comes out
+ * smaller, about 1700x857): the viewer scales the 1600x900 screen to fit,
+ * so the checks find the page through the canvas's placement.
+ */
+#define VIEWER_WIDTH 1700
+#define VIEWER_HEIGHT 1000
+/* How long the viewer may take to connect, and each later change to show. */
+#define VIEWER_CONNECT_TIMEOUT_S 60
+#define CHANGE_TIMEOUT_S 20
+
+static double seconds_since(const struct timespec *t0)
 {
-    browse("debian-12-firefox", "small", 1280, 720, false);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void driver_start(void)
+{
+    assert_null(b.driver);
+    int r = webdriver_start(b.dir, VIEWER_WIDTH, VIEWER_HEIGHT, &b.driver);
+    if (r < 0)
+        fail_msg("cannot start chromedriver and headless Chromium: %s (run tools/setup)",
+                 strerror(-r));
+}
+
+/* Ends the browser and checks that chromedriver and everything it started are gone. */
+static void driver_stop(void)
+{
+    pid_t pid = webdriver_pid(b.driver);
+    int left = webdriver_quit(b.driver);
+    webdriver_free(b.driver);
+    b.driver = NULL;
+    assert_int_equal(left, 0);
+    assert_true(kill(pid, 0) < 0 && errno == ESRCH);
+}
+
+/* The browser's page as a picture. */
+static void page_screenshot(Picture *ret)
+{
+    uint8_t *png = NULL;
+    size_t len = 0;
+    assert_int_equal(webdriver_screenshot(b.driver, &png, &len), 0);
+    decode_png(png, len, ret);
+    free(png);
+}
+
+/* Runs a script that returns a string (or null: NULL); the caller frees. */
+static char *page_string(const char *script)
+{
+    cJSON *value = NULL;
+    if (webdriver_execute(b.driver, script, &value) < 0)
+        return NULL;
+    char *s = cJSON_IsString(value) ? strdup(value->valuestring) : NULL;
+    cJSON_Delete(value);
+    return s;
+}
+
+/*
+ * A failure in the viewer: what the page says about itself (its state,
+ * its text, its console) and legbad's log, then the test fails.
+ */
+static void viewer_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void viewer_fail(const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    char *state = page_string("return document.body ? document.body.dataset.state || '' : null;");
+    char *url = page_string("return location.href.split('#')[0];");
+    char *text = page_string("return document.body ? document.body.innerText.slice(0, 600) : '';");
+    char *console = NULL;
+    webdriver_browser_log(b.driver, &console);
+    fprintf(stderr, "it_browser: viewer at %s\n  data-state: %s\n  text: %s\n  console:\n%s",
+            url ? url : "?", state ? state : "(none)", text ? text : "?",
+            console ? console : "(unavailable)\n");
+    free(state);
+    free(url);
+    free(text);
+    free(console);
+    harness_dump_file(b.legbad->log_path);
+    fail_msg("%s", what);
+}
+
+/* Waits until the viewer's body says data-state="connected"; returns the seconds it took. */
+static double wait_connected(void)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char *last = NULL;
+    for (;;) {
+        char *state = page_string("return document.body ? document.body.dataset.state || '' : "
+                                  "null;");
+        if (state && strcmp(state, "connected") == 0) {
+            free(state);
+            free(last);
+            return seconds_since(&t0);
+        }
+        if (state && (!last || strcmp(state, last) != 0))
+            fprintf(stderr, "it_browser: viewer state \"%s\" at %.1f s\n", state,
+                    seconds_since(&t0));
+        free(last);
+        last = state;
+        if (seconds_since(&t0) > VIEWER_CONNECT_TIMEOUT_S) {
+            free(last);
+            viewer_fail("the viewer did not connect within %d s", VIEWER_CONNECT_TIMEOUT_S);
+        }
+        sleep_ms(500);
+    }
+}
+
+/*
+ * Where the viewer draws the screen: the canvas noVNC draws into holds
+ * the whole framebuffer (width x height) and is scaled by CSS to fit.
+ * Returns the placement in screenshot pixels; *ret_x, *ret_y get the
+ * canvas centre in viewport CSS pixels, for a click.
+ */
+static Placement viewer_canvas(unsigned width, unsigned height, int *ret_x, int *ret_y)
+{
+    cJSON *v = NULL;
+    assert_int_equal(webdriver_execute(b.driver,
+                                       "var c = document.querySelector('#screen canvas');"
+                                       "if (!c) return null;"
+                                       "var r = c.getBoundingClientRect();"
+                                       "return {x: r.left, y: r.top, w: r.width, h: r.height,"
+                                       " cw: c.width, ch: c.height,"
+                                       " dpr: window.devicePixelRatio};",
+                                       &v),
+                     0);
+    if (!cJSON_IsObject(v)) {
+        cJSON_Delete(v);
+        viewer_fail("no canvas under #screen");
+    }
+    double x = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "x"));
+    double y = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "y"));
+    double w = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "w"));
+    double h = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "h"));
+    double cw = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "cw"));
+    double ch = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "ch"));
+    double dpr = cJSON_GetNumberValue(cJSON_GetObjectItem(v, "dpr"));
+    cJSON_Delete(v);
+    fprintf(stderr,
+            "it_browser: canvas %.0fx%.0f drawn at (%.1f, %.1f) as %.1fx%.1f CSS px, "
+            "device pixel ratio %.2f\n",
+            cw, ch, x, y, w, h, dpr);
+    if (cw != width || ch != height || w < 100 || h < 100)
+        viewer_fail("the canvas is not the %ux%u screen", width, height);
+    *ret_x = (int)(x + w / 2);
+    *ret_y = (int)(y + h / 2);
+    return (Placement){x * dpr, y * dpr, w / cw * dpr, h / ch * dpr};
+}
+
+/*
+ * Polls the picture source until the page shows in the colours wanted
+ * (square and background both at least min); returns the seconds it took,
+ * or fails with what was last seen.
+ */
+typedef void (*PictureFn)(const char *uuid, Picture *ret);
+
+static void vm_picture(const char *uuid, Picture *ret)
+{
+    screenshot(uuid, ret);
+}
+
+static void viewer_picture(const char *uuid, Picture *ret)
+{
+    page_screenshot(ret);
+}
+
+static double wait_for_page(const char *where, PictureFn take, const char *uuid,
+                            const Placement *at, unsigned width, unsigned height, bool pressed,
+                            double min)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        Picture pic = {0};
+        take(uuid, &pic);
+        PageShares s = page_shares(&pic, at, width, height, pressed);
+        free(pic.rgb);
+        double took = seconds_since(&t0);
+        bool ok = s.square >= min && s.background >= min;
+        if (ok || took > CHANGE_TIMEOUT_S) {
+            fprintf(stderr, "it_browser: %s: centre %.1f%% %s, band %.1f%% %s after %.1f s\n",
+                    where, s.square * 100, pressed ? "yellow" : "green", s.background * 100,
+                    pressed ? "blue" : "magenta", took);
+            if (ok)
+                return took;
+            if (b.driver)
+                viewer_fail("%s: the page %s not shown within %d s", where,
+                            pressed ? "after the key press is" : "is", CHANGE_TIMEOUT_S);
+            fail_with_log("the page is not on the screen", NULL);
+        }
+        sleep_ms(500);
+    }
+}
+
+static void last_key(char ret[32])
+{
+    pthread_mutex_lock(&b.lock);
+    memcpy(ret, b.last_key, 32);
+    pthread_mutex_unlock(&b.lock);
+}
+
+static void clear_last_key(void)
+{
+    pthread_mutex_lock(&b.lock);
+    b.last_key[0] = '\0';
+    pthread_mutex_unlock(&b.lock);
+}
+
+/*
+ * The WebDriver client and the page on their own, without a VM: headless
+ * Chromium opens the page server directly, shows the page, and a key
+ * typed after a click turns it, as the guest's browser will.
+ */
+static void test_webdriver_local_page(void **state)
+{
+    char url[64], key[32];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", b.web_port);
+    clear_last_key();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    driver_start();
+    fprintf(stderr, "it_browser: chromedriver and a session in %.1f s\n", seconds_since(&t0));
+    assert_int_equal(webdriver_navigate(b.driver, url), 0);
+    cJSON *size = NULL;
+    assert_int_equal(webdriver_execute(b.driver,
+                                       "return [window.innerWidth, window.innerHeight,"
+                                       " window.devicePixelRatio];",
+                                       &size),
+                     0);
+    unsigned w = (unsigned)cJSON_GetNumberValue(cJSON_GetArrayItem(size, 0));
+    unsigned h = (unsigned)cJSON_GetNumberValue(cJSON_GetArrayItem(size, 1));
+    double dpr = cJSON_GetNumberValue(cJSON_GetArrayItem(size, 2));
+    cJSON_Delete(size);
+    fprintf(stderr, "it_browser: viewport %ux%u, device pixel ratio %.2f\n", w, h, dpr);
+    Placement at = {0, 0, dpr, dpr};
+    wait_for_page("local page", viewer_picture, NULL, &at, w, h, false, 0.95);
+
+    assert_int_equal(webdriver_click(b.driver, (int)w / 2, (int)h / 2), 0);
+    assert_int_equal(webdriver_type(b.driver, "a"), 0);
+    wait_for_page("local page, key pressed", viewer_picture, NULL, &at, w, h, true, 0.95);
+    last_key(key);
+    assert_string_equal(key, "a");
+    driver_stop();
+}
+
+/*
+ * The access URL end to end: a chromium instance shows the test page; the
+ * URL from the create answer, opened in the host's headless Chromium,
+ * connects, shows the VM's screen (the same colours where the page has
+ * them), and a key typed into the viewer reaches the guest's page, which
+ * changes both on the VM's own screen and in the viewer.
+ */
+static void test_chromium_through_access_url(void **state)
+{
+    const unsigned width = 1600, height = 900;
+    char uuid[40], key[32];
+    char *access_url = NULL;
+    clear_last_key();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    create("debian-12-chromium", "medium", "http://10.0.2.100/", uuid, &access_url);
+    assert_non_null(strstr(access_url, "#key="));
+    int waited = wait_ready(uuid);
+    fprintf(stderr, "it_browser: debian-12-chromium (medium): ready %d s after create\n", waited);
+    /* The image's own check first: the screen has the size's resolution and shows the page. */
+    Picture first = {0};
+    screenshot(uuid, &first);
+    assert_int_equal(first.width, width);
+    assert_int_equal(first.height, height);
+    free(first.rgb);
+    wait_for_page("VM screen", vm_picture, uuid, &unscaled, width, height, false, 0.95);
+
+    driver_start();
+    assert_int_equal(webdriver_navigate(b.driver, access_url), 0);
+    free(access_url);
+    double connected = wait_connected();
+    fprintf(stderr, "it_browser: viewer connected %.1f s after navigation\n", connected);
+    int cx, cy;
+    Placement at = viewer_canvas(width, height, &cx, &cy);
+    wait_for_page("viewer", viewer_picture, uuid, &at, width, height, false, 0.9);
+
+    /* The click gives noVNC the keyboard focus (and the guest's page, if it had not). */
+    assert_int_equal(webdriver_click(b.driver, cx, cy), 0);
+    assert_int_equal(webdriver_type(b.driver, "a"), 0);
+    wait_for_page("VM screen, key typed in the viewer", vm_picture, uuid, &unscaled, width, height,
+                  true, 0.95);
+    wait_for_page("viewer, key typed", viewer_picture, uuid, &at, width, height, true, 0.9);
+    last_key(key);
+    fprintf(stderr, "it_browser: the guest's page reported key \"%s\"\n", key);
+    assert_string_equal(key, "a");
+
+    /*
+     * Deleting the instance closes its console within a second, so the
+     * viewer leaves "connected"; then its status check finds it "gone".
+     */
+    delete_instance(uuid);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double left_connected = -1;
+    char *state_after = NULL;
+    for (;;) {
+        free(state_after);
+        state_after = page_string("return document.body.dataset.state || '';");
+        if (left_connected < 0 && state_after && strcmp(state_after, "connected") != 0)
+            left_connected = seconds_since(&t1);
+        if (left_connected < 0 && seconds_since(&t1) > 5)
+            viewer_fail("the viewer still says connected 5 s after the instance was deleted");
+        if (state_after && strcmp(state_after, "gone") == 0)
+            break;
+        if (seconds_since(&t1) > 15)
+            viewer_fail("the viewer says \"%s\", not \"gone\", 15 s after the instance was "
+                        "deleted",
+                        state_after ? state_after : "?");
+        sleep_ms(200);
+    }
+    fprintf(stderr,
+            "it_browser: after DELETE the viewer left \"connected\" in %.1f s and said "
+            "\"gone\" in %.1f s\n",
+            left_connected, seconds_since(&t1));
+    free(state_after);
+    driver_stop();
+    fprintf(stderr, "it_browser: access URL test took %.0f s\n", seconds_since(&t0));
+}
+
+/* Whether IT_BROWSER_ONLY (a comma-separated list of test names) lets the test run. */
+static bool wanted(const char *name)
+{
+    const char *only = getenv("IT_BROWSER_ONLY");
+    if (!only || !only[0])
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = only; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
 }
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chromium_shows_start_url),
-        cmocka_unit_test(test_firefox_boots_to_ready),
+    const struct CMUnitTest all[] = {
+        cmocka_unit_test(test_webdriver_local_page),
+        cmocka_unit_test(test_firefox_shows_start_url),
+        cmocka_unit_test(test_chromium_through_access_url),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    struct CMUnitTest tests[ARRAY_SIZE(all)];
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(all); i++)
+        if (wanted(all[i].name))
+            tests[n++] = all[i];
+    if (n == 0) {
+        fprintf(stderr, "it_browser: IT_BROWSER_ONLY matches no test\n");
+        return 1;
+    }
+    return _cmocka_run_group_tests("it_browser", tests, n, group_setup, group_teardown);
 }
