@@ -1,6 +1,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -256,8 +257,14 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     if (r < 0) {
         log_error("instance %s: cannot start domain: %s", instance.uuid, why ? why : strerror(-r));
         create_rollback(api, &instance, overlay);
-        http_response_error(response, 500, "start_failed",
-                            "the virtual machine could not be started; see the server log");
+        if (r == -ENOTCONN) {
+            response->retry_after = 5;
+            http_response_error(response, 503, "hypervisor_unavailable",
+                                "libvirt is not reachable right now; try again");
+        } else {
+            http_response_error(response, 500, "start_failed",
+                                "the virtual machine could not be started; see the server log");
+        }
         goto cleanup;
     }
 
@@ -590,6 +597,49 @@ void api_on_lifecycle(void *userdata, const char *instance_uuid, VirtDomainState
     if (store_instance_transition(api->store, instance_uuid, from, to, NULL) == 0)
         log_info("instance %s: domain %s", instance_uuid,
                  to == INSTANCE_RUNNING ? "started" : "stopped");
+}
+
+/*
+ * After libvirtd came back: lifecycle events of the outage are lost, so each
+ * settled record is compared with its domain once. Runs on a thread of its
+ * own, away from the event loop that reported the reconnect.
+ */
+static void *resync(void *userdata)
+{
+    Api *api = userdata;
+    _cleanup_free_ StoreInstance *instances = NULL;
+    size_t count = 0;
+    if (store_instance_list(api->store, NULL, &instances, &count) < 0)
+        return NULL;
+    unsigned changed = 0;
+    for (size_t i = 0; i < count; i++) {
+        const StoreInstance *in = &instances[i];
+        VirtDomainState now;
+        if ((in->state != INSTANCE_RUNNING && in->state != INSTANCE_STOPPED) ||
+            virt_domain_state(api->virt, in->uuid, &now, NULL) < 0)
+            continue;
+        InstanceState want = now == VIRT_DOMAIN_RUNNING ? INSTANCE_RUNNING : INSTANCE_STOPPED;
+        if (want != in->state &&
+            store_instance_transition(api->store, in->uuid, in->state, want, NULL) == 0) {
+            log_info("instance %s: %s while libvirt was away", in->uuid,
+                     want == INSTANCE_RUNNING ? "started" : "stopped");
+            changed++;
+        }
+    }
+    log_info("libvirt: %zu instances checked after the reconnect, %u changed", count, changed);
+    api_watch_unready(api);
+    return NULL;
+}
+
+void api_on_reconnect(void *userdata)
+{
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&thread, &attr, resync, userdata) != 0)
+        log_error("libvirt: cannot check instances after the reconnect");
+    pthread_attr_destroy(&attr);
 }
 
 void api_on_ready(void *userdata, const char *instance_uuid)

@@ -44,5 +44,8 @@ void api_on_ready(void *userdata, const char *instance_uuid);
 /* Watches the agent of every running instance whose guest has not reported ready yet. */
 void api_watch_unready(Api *api);
 
+/* VirtReconnectFn: libvirtd is back; records catch up with the domains in the background. */
+void api_on_reconnect(void *userdata);
+
 /* Lifecycle events from libvirt: keeps a record's running/stopped in step. */
 void api_on_lifecycle(void *userdata, const char *instance_uuid, VirtDomainState state);

@@ -278,7 +278,7 @@ int main(int argc, char **argv)
                 .kvm = kvm,
                 .install_id = install_id};
     api_check_catalog(&api);
-    r = virt_open(config.libvirt_uri, api_on_lifecycle, &api, &virt, &error);
+    r = virt_open(config.libvirt_uri, api_on_lifecycle, api_on_reconnect, &api, &virt, &error);
     if (r < 0) {
         log_error("%s", error ? error : strerror(-r));
         goto out;

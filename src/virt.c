@@ -13,13 +13,28 @@
 #include "log.h"
 #include "util.h"
 
+/* How often a lost connection to libvirtd is tried again. */
+#define VIRT_RECONNECT_MS 2000
+
 struct Virt {
+    char *uri;
+    /*
+     * The connection, NULL while libvirtd is away. Callers take a reference
+     * under the lock (conn_get), so a reconnect never pulls a connection
+     * from under a call in flight.
+     */
+    pthread_mutex_t lock;
     virConnectPtr conn;
+    int lifecycle_id;
+    /* The event loop's own: a connection that closed, released by the reconnect timer. */
+    virConnectPtr dead;
+    int reconnect_timer;
+    unsigned reconnect_attempts;
     pthread_t event_thread;
     bool event_thread_started;
     atomic_bool quit;
-    int lifecycle_id;
     VirtLifecycleFn lifecycle;
+    VirtReconnectFn reconnected;
     void *userdata;
 };
 
@@ -28,7 +43,8 @@ static void set_error(char **ret_error, const char *what)
 {
     if (!ret_error)
         return;
-    const char *msg = virGetLastErrorMessage();
+    /* No libvirt error at all: the call never reached libvirt, whose connection is down. */
+    const char *msg = virGetLastError() ? virGetLastErrorMessage() : "libvirt is not connected";
     if (asprintf(ret_error, "%s: %s", what, msg ? msg : "unknown libvirt error") < 0)
         *ret_error = NULL;
 }
@@ -113,9 +129,76 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
     return 0;
 }
 
+static void on_close(virConnectPtr conn, int reason, void *opaque);
+
+/* Keepalive, close callback and lifecycle events on a fresh connection. */
+static void conn_setup(Virt *virt, virConnectPtr conn)
+{
+    /* Keepalive notices a dead daemon; the fake test driver has none to offer. */
+    if (strncmp(virt->uri, "test:", 5) != 0 && virConnectSetKeepAlive(conn, 5, 3) < 0)
+        log_warn("libvirt: keepalive not enabled: %s", virGetLastErrorMessage());
+    virConnectRegisterCloseCallback(conn, on_close, virt, NULL);
+    virt->lifecycle_id =
+        virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), virt, NULL);
+    if (virt->lifecycle_id < 0)
+        log_warn("libvirt: no lifecycle events: %s", virGetLastErrorMessage());
+}
+
+/*
+ * The reconnect timer, on the event loop's thread: releases the dead
+ * connection, then tries a new one until libvirtd answers again. The domains
+ * kept running without us; the reconnected callback catches up with what
+ * they did meanwhile.
+ */
+static void reconnect(int timer, void *opaque)
+{
+    Virt *virt = opaque;
+    if (virt->dead) {
+        virConnectUnregisterCloseCallback(virt->dead, on_close);
+        virConnectClose(virt->dead);
+        virt->dead = NULL;
+    }
+    virConnectPtr conn = virConnectOpen(virt->uri);
+    virt->reconnect_attempts++;
+    if (!conn) {
+        /* Once at first, then about once a minute, so a long outage does not flood the log. */
+        if (virt->reconnect_attempts == 1 || virt->reconnect_attempts % 30 == 0)
+            log_warn("libvirt: %s still unreachable after %u attempts: %s", virt->uri,
+                     virt->reconnect_attempts, virGetLastErrorMessage());
+        return;
+    }
+    conn_setup(virt, conn);
+    pthread_mutex_lock(&virt->lock);
+    virt->conn = conn;
+    pthread_mutex_unlock(&virt->lock);
+    virEventUpdateTimeout(virt->reconnect_timer, -1);
+    log_info("libvirt: reconnected to %s after %u attempts", virt->uri, virt->reconnect_attempts);
+    virt->reconnect_attempts = 0;
+    if (virt->reconnected)
+        virt->reconnected(virt->userdata);
+}
+
+/*
+ * libvirtd went away (restart, crash, keepalive timeout). Requests fail
+ * with "not connected" until the reconnect timer has a new connection.
+ */
 static void on_close(virConnectPtr conn, int reason, void *opaque)
 {
-    log_error("libvirt: connection closed (reason %d)", reason);
+    Virt *virt = opaque;
+    pthread_mutex_lock(&virt->lock);
+    bool ours = virt->conn == conn;
+    if (ours)
+        virt->conn = NULL;
+    pthread_mutex_unlock(&virt->lock);
+    if (!ours)
+        return;
+    log_error("libvirt: connection to %s lost (reason %d); reconnecting every %d s", virt->uri,
+              reason, VIRT_RECONNECT_MS / 1000);
+    /* Released on the timer, outside the callback that is still using it. */
+    virt->dead = conn;
+    virt->lifecycle_id = -1;
+    virEventUpdateTimeout(virt->reconnect_timer, VIRT_RECONNECT_MS);
 }
 
 static void *event_loop(void *arg)
@@ -147,8 +230,8 @@ static void register_event_impl(void)
     virSetErrorFunc(NULL, ignore_libvirt_error);
 }
 
-int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt **ret_virt,
-              char **ret_error)
+int virt_open(const char *uri, VirtLifecycleFn lifecycle, VirtReconnectFn reconnected,
+              void *userdata, Virt **ret_virt, char **ret_error)
 {
     pthread_once(&event_impl_once, register_event_impl);
     if (event_impl_result < 0) {
@@ -157,9 +240,13 @@ int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt *
     }
 
     Virt *virt = calloc(1, sizeof(*virt));
-    if (!virt)
+    if (!virt || !(virt->uri = strdup(uri))) {
+        free(virt);
         return -ENOMEM;
+    }
+    pthread_mutex_init(&virt->lock, NULL);
     virt->lifecycle = lifecycle;
+    virt->reconnected = reconnected;
     virt->userdata = userdata;
     virt->lifecycle_id = -1;
 
@@ -168,25 +255,18 @@ int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt *
         char what[256];
         snprintf(what, sizeof(what), "cannot connect to %s", uri);
         set_error(ret_error, what);
-        free(virt);
+        virt_close(virt);
         return -ECONNREFUSED;
     }
-    if (pthread_create(&virt->event_thread, NULL, event_loop, virt) != 0) {
-        virConnectClose(virt->conn);
-        free(virt);
+    /* Disabled (-1) until a connection is lost. */
+    virt->reconnect_timer = virEventAddTimeout(-1, reconnect, virt, NULL);
+    if (virt->reconnect_timer < 0 ||
+        pthread_create(&virt->event_thread, NULL, event_loop, virt) != 0) {
+        virt_close(virt);
         return -EAGAIN;
     }
     virt->event_thread_started = true;
-
-    /* Keepalive notices a dead daemon; the fake test driver has none to offer. */
-    if (strncmp(uri, "test:", 5) != 0 && virConnectSetKeepAlive(virt->conn, 5, 3) < 0)
-        log_warn("libvirt: keepalive not enabled: %s", virGetLastErrorMessage());
-    virConnectRegisterCloseCallback(virt->conn, on_close, virt, NULL);
-    virt->lifecycle_id =
-        virConnectDomainEventRegisterAny(virt->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), virt, NULL);
-    if (virt->lifecycle_id < 0)
-        log_warn("libvirt: no lifecycle events: %s", virGetLastErrorMessage());
+    conn_setup(virt, virt->conn);
 
     *ret_virt = virt;
     return 0;
@@ -196,9 +276,11 @@ void virt_close(Virt *virt)
 {
     if (!virt)
         return;
-    if (virt->lifecycle_id >= 0)
-        virConnectDomainEventDeregisterAny(virt->conn, virt->lifecycle_id);
-    virConnectUnregisterCloseCallback(virt->conn, on_close);
+    if (virt->conn) {
+        if (virt->lifecycle_id >= 0)
+            virConnectDomainEventDeregisterAny(virt->conn, virt->lifecycle_id);
+        virConnectUnregisterCloseCallback(virt->conn, on_close);
+    }
     if (virt->event_thread_started) {
         atomic_store(&virt->quit, true);
         int timer = virEventAddTimeout(0, wake_noop, NULL, NULL);
@@ -206,7 +288,16 @@ void virt_close(Virt *virt)
         if (timer >= 0)
             virEventRemoveTimeout(timer);
     }
-    virConnectClose(virt->conn);
+    if (virt->reconnect_timer > 0)
+        virEventRemoveTimeout(virt->reconnect_timer);
+    if (virt->dead) {
+        virConnectUnregisterCloseCallback(virt->dead, on_close);
+        virConnectClose(virt->dead);
+    }
+    if (virt->conn)
+        virConnectClose(virt->conn);
+    pthread_mutex_destroy(&virt->lock);
+    free(virt->uri);
     free(virt);
 }
 
@@ -224,9 +315,32 @@ static int undefine(virDomainPtr dom)
     return virDomainUndefine(dom);
 }
 
+/* A reference to the live connection (release with virConnectClose), or NULL while it is down. */
+static virConnectPtr conn_get(Virt *virt)
+{
+    pthread_mutex_lock(&virt->lock);
+    virConnectPtr conn = virt->conn;
+    if (conn)
+        virConnectRef(conn);
+    pthread_mutex_unlock(&virt->lock);
+    return conn;
+}
+
+static int not_connected(char **ret_error)
+{
+    return util_set_error(ret_error, -ENOTCONN,
+                          "libvirt is not connected (legbad reconnects "
+                          "every %d s)",
+                          VIRT_RECONNECT_MS / 1000);
+}
+
 int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
 {
-    virDomainPtr dom = virDomainDefineXMLFlags(virt->conn, xml, VIR_DOMAIN_DEFINE_VALIDATE);
+    virConnectPtr conn = conn_get(virt);
+    if (!conn)
+        return not_connected(ret_error);
+    virDomainPtr dom = virDomainDefineXMLFlags(conn, xml, VIR_DOMAIN_DEFINE_VALIDATE);
+    virConnectClose(conn);
     if (!dom) {
         set_error(ret_error, "define domain");
         return -EIO;
@@ -241,11 +355,21 @@ int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
     return 0;
 }
 
+/* NULL with errno ENOTCONN while libvirt is away (libvirt's last error is then stale). */
 static virDomainPtr lookup(Virt *virt, const char *instance_uuid)
 {
     char name[VIRT_DOMAIN_NAME_LEN];
     virt_domain_name(instance_uuid, name);
-    return virDomainLookupByName(virt->conn, name);
+    virConnectPtr conn = conn_get(virt);
+    if (!conn) {
+        virResetLastError();
+        errno = ENOTCONN;
+        return NULL;
+    }
+    /* The domain holds its own reference to the connection. */
+    virDomainPtr dom = virDomainLookupByName(conn, name);
+    virConnectClose(conn);
+    return dom;
 }
 
 static bool last_error_is_no_domain(void)
@@ -333,7 +457,11 @@ static void metadata_uuid(const char *meta, const char *name, char ret[UUID_STR_
 int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, char **ret_error)
 {
     virDomainPtr *doms = NULL;
-    int n = virConnectListAllDomains(virt->conn, &doms, 0);
+    virConnectPtr conn = conn_get(virt);
+    if (!conn)
+        return not_connected(ret_error);
+    int n = virConnectListAllDomains(conn, &doms, 0);
+    virConnectClose(conn);
     if (n < 0) {
         set_error(ret_error, "list domains");
         return -EIO;

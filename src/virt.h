@@ -41,9 +41,20 @@ typedef void (*VirtLifecycleFn)(void *userdata, const char *instance_uuid, VirtD
  */
 int virt_accel_choose(AccelMode requested, bool *ret_kvm, char **ret_reason);
 
-/* Opens uri with the event loop running; lifecycle may be NULL. */
-int virt_open(const char *uri, VirtLifecycleFn lifecycle, void *userdata, Virt **ret_virt,
-              char **ret_error);
+/*
+ * Called from the event thread once a lost connection to libvirtd is back:
+ * events were missed meanwhile, so the caller compares what it knows with
+ * what the domains are doing now.
+ */
+typedef void (*VirtReconnectFn)(void *userdata);
+
+/*
+ * Opens uri with the event loop running; lifecycle and reconnected may be
+ * NULL. A connection that libvirtd closes later (restart, keepalive
+ * timeout) is reopened every 2 s; meanwhile calls fail with -ENOTCONN.
+ */
+int virt_open(const char *uri, VirtLifecycleFn lifecycle, VirtReconnectFn reconnected,
+              void *userdata, Virt **ret_virt, char **ret_error);
 void virt_close(Virt *virt);
 
 void virt_domain_name(const char *instance_uuid, char ret[VIRT_DOMAIN_NAME_LEN]);
