@@ -340,11 +340,12 @@ int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
     if (!conn)
         return not_connected(ret_error);
     virDomainPtr dom = virDomainDefineXMLFlags(conn, xml, VIR_DOMAIN_DEFINE_VALIDATE);
-    virConnectClose(conn);
-    if (!dom) {
+    if (!dom)
         set_error(ret_error, "define domain");
+    /* Releasing the reference resets libvirt's last error: only after it was read. */
+    virConnectClose(conn);
+    if (!dom)
         return -EIO;
-    }
     if (virDomainCreate(dom) < 0) {
         set_error(ret_error, "start domain");
         undefine(dom);
@@ -355,19 +356,28 @@ int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
     return 0;
 }
 
-/* NULL with errno ENOTCONN while libvirt is away (libvirt's last error is then stale). */
-static virDomainPtr lookup(Virt *virt, const char *instance_uuid)
+/*
+ * The domain of an instance, or NULL with *ret_r set: -ENOENT when there is
+ * no such domain, -ENOTCONN while libvirt is away, -EIO otherwise (with
+ * *ret_error, when ret_error is not NULL).
+ */
+static virDomainPtr lookup(Virt *virt, const char *instance_uuid, int *ret_r, char **ret_error)
 {
     char name[VIRT_DOMAIN_NAME_LEN];
     virt_domain_name(instance_uuid, name);
     virConnectPtr conn = conn_get(virt);
     if (!conn) {
-        virResetLastError();
-        errno = ENOTCONN;
+        *ret_r = not_connected(ret_error);
         return NULL;
     }
     /* The domain holds its own reference to the connection. */
     virDomainPtr dom = virDomainLookupByName(conn, name);
+    if (!dom) {
+        virErrorPtr err = virGetLastError();
+        *ret_r = err && err->code == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
+        if (*ret_r == -EIO)
+            set_error(ret_error, "look up domain");
+    }
     virConnectClose(conn);
     return dom;
 }
@@ -380,14 +390,10 @@ static bool last_error_is_no_domain(void)
 
 int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
 {
-    virDomainPtr dom = lookup(virt, instance_uuid);
-    if (!dom) {
-        if (last_error_is_no_domain())
-            return -ENOENT;
-        set_error(ret_error, "look up domain");
-        return -EIO;
-    }
     int r = 0;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
+    if (!dom)
+        return r;
     int active = virDomainIsActive(dom);
     if (active < 0 && !last_error_is_no_domain()) {
         /* Undefining a domain of unknown state could leave it running, transient. */
@@ -409,12 +415,11 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
 int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *ret_state,
                       char **ret_error)
 {
-    virDomainPtr dom = lookup(virt, instance_uuid);
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
+    if (!dom && r != -ENOENT)
+        return r;
     if (!dom) {
-        if (!last_error_is_no_domain()) {
-            set_error(ret_error, "look up domain");
-            return -EIO;
-        }
         *ret_state = VIRT_DOMAIN_ABSENT;
         return 0;
     }
@@ -461,11 +466,11 @@ int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, ch
     if (!conn)
         return not_connected(ret_error);
     int n = virConnectListAllDomains(conn, &doms, 0);
-    virConnectClose(conn);
-    if (n < 0) {
+    if (n < 0)
         set_error(ret_error, "list domains");
+    virConnectClose(conn);
+    if (n < 0)
         return -EIO;
-    }
     VirtDomain *out = calloc((size_t)n + 1, sizeof(*out));
     size_t count = 0;
     for (int i = 0; i < n; i++) {
@@ -491,7 +496,8 @@ int virt_domain_list(Virt *virt, VirtDomain **ret_domains, size_t *ret_count, ch
 int virt_domain_agent_socket(Virt *virt, const char *instance_uuid, const char *name,
                              char **ret_path)
 {
-    virDomainPtr dom = lookup(virt, instance_uuid);
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, NULL);
     if (!dom)
         return -ENOENT;
     _cleanup_free_ char *xml = virDomainIsActive(dom) == 1 ? virDomainGetXMLDesc(dom, 0) : NULL;
@@ -527,13 +533,10 @@ int virt_domain_agent_socket(Virt *virt, const char *instance_uuid, const char *
 
 int virt_domain_open_console(Virt *virt, const char *instance_uuid, int *ret_fd, char **ret_error)
 {
-    virDomainPtr dom = lookup(virt, instance_uuid);
-    if (!dom) {
-        if (last_error_is_no_domain())
-            return -ENOENT;
-        set_error(ret_error, "look up domain");
-        return -EIO;
-    }
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
+    if (!dom)
+        return r;
     int fd = virDomainOpenGraphicsFD(dom, 0, VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH);
     virDomainFree(dom);
     if (fd < 0) {
