@@ -368,6 +368,7 @@ int http_server_start(const HttpServerOptions *options, HttpHandler handler, voi
     if (tls)
         flags |= MHD_USE_TLS;
     /* The TLS options come last: without TLS they end the list early instead. */
+    errno = 0;
     server->daemon = MHD_start_daemon(
         flags, options->port, NULL, NULL, on_request, server, MHD_OPTION_EXTERNAL_LOGGER,
         on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_UNESCAPE_CALLBACK,
@@ -380,8 +381,11 @@ int http_server_start(const HttpServerOptions *options, HttpHandler handler, voi
     int saved_errno = errno;
     freeaddrinfo(ai);
     if (!server->daemon) {
-        return util_set_error(ret_error, -EADDRNOTAVAIL, "cannot listen on %s:%u: %s",
-                              options->address, options->port, strerror(saved_errno));
+        /* errno tells only of a failed socket call; other reasons are in libmicrohttpd's log. */
+        return util_set_error(ret_error, -EADDRNOTAVAIL, "cannot serve HTTP%s on %s:%u: %s",
+                              tls ? "S" : "", options->address, options->port,
+                              saved_errno ? strerror(saved_errno)
+                                          : "libmicrohttpd refused to start (see above)");
     }
 
     const union MHD_DaemonInfo *info =

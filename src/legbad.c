@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <gnutls/gnutls.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -132,23 +133,42 @@ static int lock_data_dir(const char *data_dir, int *ret_fd)
     return 0;
 }
 
-/* TLS certificate and key, read whole; both NULL for plain HTTP. */
+/*
+ * TLS certificate and key, read whole and checked to be a PEM certificate
+ * and its own key, so that a bad pair stops legbad with its reason before
+ * libvirt or the data dir is touched; both NULL for plain HTTP.
+ */
 static int load_tls(const Config *config, char **ret_cert, char **ret_key)
 {
     if (!config->tls_cert[0])
         return 0;
     static const size_t max = 256 * 1024;
-    size_t len;
-    int r = util_read_file(config->tls_cert, max, ret_cert, &len);
+    _cleanup_free_ char *cert = NULL, *key = NULL;
+    size_t cert_len, key_len;
+    int r = util_read_file(config->tls_cert, max, &cert, &cert_len);
     if (r < 0) {
         log_error("tls_cert %s: cannot read: %s", config->tls_cert, strerror(-r));
         return r;
     }
-    r = util_read_file(config->tls_key, max, ret_key, &len);
+    r = util_read_file(config->tls_key, max, &key, &key_len);
     if (r < 0) {
         log_error("tls_key %s: cannot read: %s", config->tls_key, strerror(-r));
         return r;
     }
+    gnutls_certificate_credentials_t creds;
+    if (gnutls_certificate_allocate_credentials(&creds) < 0)
+        return -ENOMEM;
+    gnutls_datum_t cert_pem = {(unsigned char *)cert, (unsigned)cert_len};
+    gnutls_datum_t key_pem = {(unsigned char *)key, (unsigned)key_len};
+    r = gnutls_certificate_set_x509_key_mem(creds, &cert_pem, &key_pem, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(creds);
+    if (r < 0) {
+        log_error("tls_cert %s, tls_key %s: not a PEM certificate and its own key: %s",
+                  config->tls_cert, config->tls_key, gnutls_strerror(r));
+        return -EINVAL;
+    }
+    *ret_cert = TAKE_PTR(cert);
+    *ret_key = TAKE_PTR(key);
     return 0;
 }
 
@@ -207,6 +227,10 @@ int main(int argc, char **argv)
     log_set_level(config.log_level);
     if (config_check(&config, &error) < 0) {
         fprintf(stderr, "legbad: %s\n", error);
+        config_free(&config);
+        return 2;
+    }
+    if (load_tls(&config, &tls_cert, &tls_key) < 0) {
         config_free(&config);
         return 2;
     }
@@ -302,9 +326,6 @@ int main(int argc, char **argv)
         log_error("cannot start the console relay: %s", strerror(-r));
         goto out;
     }
-    r = load_tls(&config, &tls_cert, &tls_key);
-    if (r < 0)
-        goto out;
     r = base_url(&config, tls_cert != NULL, &base_template);
     if (r < 0)
         goto out;

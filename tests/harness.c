@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -21,6 +20,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "ws.h"
 
 #ifndef LEGBA_SOURCE_DIR
 #error "LEGBA_SOURCE_DIR must be defined (tests/CMakeLists.txt)"
@@ -43,8 +44,7 @@ const char *harness_binary_dir(void)
     return LEGBA_BINARY_DIR;
 }
 
-/* Milliseconds on the monotonic clock, for deadlines. */
-static long long now_ms(void)
+long long harness_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -53,7 +53,7 @@ static long long now_ms(void)
 
 static int remaining_ms(long long deadline)
 {
-    long long left = deadline - now_ms();
+    long long left = deadline - harness_now_ms();
     return left <= 0 ? 0 : left > 1000 ? 1000 : (int)left;
 }
 
@@ -141,6 +141,17 @@ int harness_rmtree(const char *path)
     if (nftw(path, rmtree_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
         return -errno;
     return lstat(path, &st) < 0 && errno == ENOENT ? 0 : -ENOTEMPTY;
+}
+
+void harness_tempdir_remove(const char *path)
+{
+    const char *keep = getenv("LEGBA_IT_KEEP");
+    if (!path)
+        return;
+    if (keep && keep[0] && strcmp(keep, "0") != 0)
+        fprintf(stderr, "harness: kept %s (LEGBA_IT_KEEP)\n", path);
+    else
+        harness_rmtree(path);
 }
 
 bool harness_file_exists(const char *path)
@@ -269,7 +280,7 @@ static int wait_until(pid_t pid, long long deadline)
             return exit_status(status);
         if (r < 0 && errno != EINTR)
             return -errno;
-        if (now_ms() >= deadline) {
+        if (harness_now_ms() >= deadline) {
             fprintf(stderr, "harness: pid %d still running after its deadline; killing it\n",
                     (int)pid);
             kill(pid, SIGKILL);
@@ -281,12 +292,8 @@ static int wait_until(pid_t pid, long long deadline)
     }
 }
 
-int harness_run(const char *const argv[], char **ret_stdout)
-{
-    return harness_run_timeout(argv, ret_stdout, HARNESS_IO_TIMEOUT_S);
-}
-
-int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout_s)
+/* harness_run_timeout(), and with merge_stderr the child's stderr captured with its stdout. */
+static int run_child(const char *const argv[], char **ret_stdout, int timeout_s, bool merge_stderr)
 {
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -307,11 +314,11 @@ int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout
         return r;
     }
     if (pid == 0)
-        child_exec(argv, null_fd, pipefd[1], -1);
+        child_exec(argv, null_fd, pipefd[1], merge_stderr ? pipefd[1] : -1);
     close(pipefd[1]);
     close(null_fd);
 
-    long long deadline = now_ms() + timeout_s * 1000LL;
+    long long deadline = harness_now_ms() + timeout_s * 1000LL;
     Buffer out = {0};
     int r = 0;
     for (;;) {
@@ -319,7 +326,7 @@ int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout
         int n = poll(&p, 1, remaining_ms(deadline));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n == 0 && now_ms() >= deadline) {
+        if (n == 0 && harness_now_ms() >= deadline) {
             fprintf(stderr, "harness: %s: no end of output after %d s\n", argv[0], timeout_s);
             break;
         }
@@ -350,6 +357,21 @@ int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout
         free(out.data);
     }
     return status;
+}
+
+int harness_run(const char *const argv[], char **ret_stdout)
+{
+    return run_child(argv, ret_stdout, HARNESS_IO_TIMEOUT_S, false);
+}
+
+int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout_s)
+{
+    return run_child(argv, ret_stdout, timeout_s, false);
+}
+
+int harness_run_merged(const char *const argv[], char **ret_output)
+{
+    return run_child(argv, ret_output, HARNESS_IO_TIMEOUT_S, true);
 }
 
 /* The binary to run: $env_name when set, else the build tree's own. */
@@ -396,6 +418,27 @@ int harness_legbactl(const char *data_dir, const char *const args[], cJSON **ret
     return status;
 }
 
+int harness_org_create(const char *data_dir, const char *name, HarnessOrg *ret)
+{
+    cJSON *json = NULL;
+    int status = harness_legbactl(data_dir, HARNESS_LIST("org", "create", name), &json);
+    const char *uuid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, "org_uuid"));
+    const char *token = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, "token"));
+    const char *token_id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, "token_id"));
+    if (status != 0 || !uuid || !token || !token_id) {
+        fprintf(stderr,
+                "harness: legbactl org create %s: exit status %d, no org_uuid/token/token_id\n",
+                name, status);
+        cJSON_Delete(json);
+        return -EPROTO;
+    }
+    snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
+    snprintf(ret->token_id, sizeof(ret->token_id), "%s", token_id);
+    snprintf(ret->auth, sizeof(ret->auth), "Authorization: Bearer %s", token);
+    cJSON_Delete(json);
+    return 0;
+}
+
 int harness_build_image(const char *images_dir, const char *name)
 {
     char *tool;
@@ -411,19 +454,36 @@ int harness_build_image(const char *images_dir, const char *name)
     return status;
 }
 
-/* ---- legbad ---- */
-
-static bool port_accepts(uint16_t port)
+int harness_tls_cert(const char *dir, char **ret_cert, char **ret_key)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
+    char *cert = NULL, *key = NULL, *out = NULL;
+    if (asprintf(&cert, "%s/cert.pem", dir) < 0)
+        return -ENOMEM;
+    if (asprintf(&key, "%s/key.pem", dir) < 0) {
+        free(cert);
+        return -ENOMEM;
+    }
+    /* openssl's progress dots go to the captured output, shown only when it fails. */
+    int status =
+        harness_run_merged(HARNESS_LIST("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                        "-keyout", key, "-out", cert, "-days", "2", "-subj",
+                                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+                           &out);
+    if (status != 0) {
+        fprintf(stderr, "harness: openssl req failed (%d)%s\n%s\n", status,
+                status == 127 ? "; tools/setup installs the openssl package" : ":", out ? out : "");
+        free(out);
+        free(cert);
+        free(key);
+        return status < 0 ? status : -EIO;
+    }
+    free(out);
+    *ret_cert = cert;
+    *ret_key = key;
+    return 0;
 }
+
+/* ---- legbad ---- */
 
 void harness_legbad_free(HarnessLegbad *legbad)
 {
@@ -498,7 +558,7 @@ int harness_legbad_start(const HarnessLegbadOptions *options, HarnessLegbad **re
     close(null_fd);
     log_fd = null_fd = -1;
 
-    long long deadline = now_ms() + HARNESS_START_TIMEOUT_S * 1000LL;
+    long long deadline = harness_now_ms() + HARNESS_START_TIMEOUT_S * 1000LL;
     for (;;) {
         int status;
         pid_t w = waitpid(pid, &status, WNOHANG);
@@ -510,11 +570,11 @@ int harness_legbad_start(const HarnessLegbadOptions *options, HarnessLegbad **re
             r = -ECHILD;
             break;
         }
-        if (port_accepts(legbad->port)) {
+        if (harness_port_accepts(legbad->port)) {
             r = 0;
             break;
         }
-        if (now_ms() >= deadline) {
+        if (harness_now_ms() >= deadline) {
             fprintf(stderr, "harness: legbad did not accept connections on port %u within %d s\n",
                     legbad->port, HARNESS_START_TIMEOUT_S);
             r = -ETIMEDOUT;
@@ -568,7 +628,7 @@ static int legbad_signal(HarnessLegbad *legbad, int sig)
         return legbad->exit_status;
     if (kill(legbad->pid, sig) < 0 && errno != ESRCH)
         return -errno;
-    int status = wait_until(legbad->pid, now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL);
+    int status = wait_until(legbad->pid, harness_now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL);
     legbad->pid = 0;
     legbad->exit_status = status;
     return status;
@@ -584,7 +644,33 @@ int harness_legbad_kill(HarnessLegbad *legbad)
     return legbad_signal(legbad, SIGKILL);
 }
 
+int harness_legbad_stop_free(HarnessLegbad **legbad)
+{
+    if (!legbad || !*legbad)
+        return 0;
+    int status = harness_legbad_stop(*legbad);
+    if (status != 0) {
+        fprintf(stderr, "harness: legbad exited with status %d; its log:\n", status);
+        harness_dump_file((*legbad)->log_path);
+    }
+    harness_legbad_free(*legbad);
+    *legbad = NULL;
+    return status;
+}
+
 /* ---- HTTP ---- */
+
+bool harness_port_accepts(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
 
 int harness_free_port(uint16_t *ret_port)
 {
@@ -745,61 +831,282 @@ static int parse_response(const Buffer *in, HarnessResponse *ret)
     return 0;
 }
 
+/* ---- connections: plain TCP, or TLS over it ---- */
+
 /*
- * Sends out and reads the answer at the same time: a server may answer
- * and close before it has read everything (an early 413), and what it
- * said must still be read. Stops at EOF, at a complete response, or at
- * the deadline.
+ * A client connection to 127.0.0.1. Under TLS every byte goes through the
+ * GnuTLS session, which may hold received bytes the socket no longer shows
+ * as readable (conn_pending).
  */
-static int exchange(uint16_t port, const Buffer *out, HarnessResponse *ret)
+typedef struct {
+    int fd;
+    gnutls_session_t tls;                   /* NULL: plain TCP */
+    gnutls_certificate_credentials_t creds; /* the one CA the server's certificate must chain to */
+} Conn;
+
+#define CONN_NONE ((Conn){.fd = -1})
+
+static void conn_close(Conn *conn)
+{
+    if (conn->tls)
+        gnutls_deinit(conn->tls);
+    if (conn->creds)
+        gnutls_certificate_free_credentials(conn->creds);
+    if (conn->fd >= 0)
+        close(conn->fd);
+    *conn = CONN_NONE;
+}
+
+/* Until fd is ready for events: 0, -ETIMEDOUT at the deadline, or -errno. */
+static int wait_fd(int fd, short events, long long deadline)
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int n = poll(&pfd, 1, remaining_ms(deadline));
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (harness_now_ms() >= deadline)
+            return -ETIMEDOUT;
+    }
+}
+
+static int tcp_connect(uint16_t port, long long deadline, int *ret_fd)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    long long deadline = now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
+    int r = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (errno != EINPROGRESS) {
+            r = -errno;
+        } else {
+            int err = 0;
+            socklen_t len = sizeof(err);
+            r = wait_fd(fd, POLLOUT, deadline);
+            if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                r = -errno;
+            else if (r == 0 && err)
+                r = -err;
+        }
+    }
+    if (r < 0) {
+        fprintf(stderr, "harness: connect to port %u: %s\n", port, strerror(-r));
+        close(fd);
+        return r;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+/*
+ * The client side of a TLS handshake on conn->fd that trusts only the
+ * certificates in ca_file and wants one valid for IP 127.0.0.1, as a
+ * browser would check it: -EKEYREJECTED (the reason on stderr) otherwise.
+ */
+static int tls_start(Conn *conn, const char *ca_file, long long deadline)
+{
+    int r = gnutls_certificate_allocate_credentials(&conn->creds);
+    if (r < 0) {
+        conn->creds = NULL;
+        return -ENOMEM;
+    }
+    r = gnutls_certificate_set_x509_trust_file(conn->creds, ca_file, GNUTLS_X509_FMT_PEM);
+    if (r <= 0) {
+        fprintf(stderr, "harness: %s: no CA certificate there (%s)\n", ca_file,
+                r < 0 ? gnutls_strerror(r) : "none found");
+        return -EINVAL;
+    }
+    if (gnutls_init(&conn->tls, GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL) < 0) {
+        conn->tls = NULL;
+        return -ENOMEM;
+    }
+    if (gnutls_set_default_priority(conn->tls) < 0 ||
+        gnutls_credentials_set(conn->tls, GNUTLS_CRD_CERTIFICATE, conn->creds) < 0)
+        return -ENOMEM;
+    /* Checked against the certificate's IP addresses; no SNI, which may not carry one. */
+    gnutls_session_set_verify_cert(conn->tls, "127.0.0.1", 0);
+    gnutls_transport_set_int(conn->tls, conn->fd);
+    gnutls_handshake_set_timeout(conn->tls, GNUTLS_INDEFINITE_TIMEOUT); /* ours is the deadline */
+    for (;;) {
+        r = gnutls_handshake(conn->tls);
+        if (r == GNUTLS_E_SUCCESS)
+            return 0;
+        if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+            gnutls_datum_t why = {0};
+            gnutls_certificate_verification_status_print(
+                gnutls_session_get_verify_cert_status(conn->tls), GNUTLS_CRT_X509, &why, 0);
+            fprintf(stderr, "harness: TLS: the server's certificate is not trusted by %s: %s\n",
+                    ca_file, why.data ? (const char *)why.data : "");
+            gnutls_free(why.data);
+            return -EKEYREJECTED;
+        }
+        if (gnutls_error_is_fatal(r)) {
+            fprintf(stderr, "harness: TLS handshake: %s\n", gnutls_strerror(r));
+            return r == GNUTLS_E_PREMATURE_TERMINATION || r == GNUTLS_E_PULL_ERROR ||
+                           r == GNUTLS_E_PUSH_ERROR
+                       ? -ECONNRESET
+                       : -EPROTO;
+        }
+        r = wait_fd(conn->fd, gnutls_record_get_direction(conn->tls) ? POLLOUT : POLLIN, deadline);
+        if (r < 0) {
+            fprintf(stderr, "harness: TLS handshake: %s\n", strerror(-r));
+            return r;
+        }
+    }
+}
+
+/* Connects to 127.0.0.1:port; with a ca_file, then TLS as tls_start() checks it. */
+static int conn_open(uint16_t port, const char *ca_file, long long deadline, Conn *ret)
+{
+    Conn conn = CONN_NONE;
+    int r = tcp_connect(port, deadline, &conn.fd);
+    if (r == 0 && ca_file)
+        r = tls_start(&conn, ca_file, deadline);
+    if (r < 0) {
+        conn_close(&conn);
+        return r;
+    }
+    *ret = conn;
+    return 0;
+}
+
+/*
+ * One send: the bytes taken, -EAGAIN when none could be (under TLS the
+ * same data must then be offered again), or -errno.
+ */
+static ssize_t conn_send(Conn *conn, const void *data, size_t len)
+{
+    if (conn->tls) {
+        ssize_t n = gnutls_record_send(conn->tls, data, len);
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+            return -EAGAIN;
+        return n < 0 ? -EPIPE : n;
+    }
+    ssize_t n = send(conn->fd, data, len, MSG_NOSIGNAL);
+    return n >= 0 ? n : errno == EINTR ? -EAGAIN : -errno;
+}
+
+/*
+ * One receive: the bytes read, 0 at EOF (a reset, or a TLS peer that
+ * closed without close_notify, counts as one), -EAGAIN when nothing is
+ * there yet, or -errno.
+ */
+static ssize_t conn_recv(Conn *conn, void *buf, size_t len)
+{
+    if (conn->tls) {
+        ssize_t n = gnutls_record_recv(conn->tls, buf, len);
+        if (n >= 0)
+            return n;
+        if (n == GNUTLS_E_PREMATURE_TERMINATION || n == GNUTLS_E_PULL_ERROR)
+            return 0;
+        if (!gnutls_error_is_fatal((int)n))
+            return -EAGAIN;
+        fprintf(stderr, "harness: TLS receive: %s\n", gnutls_strerror((int)n));
+        return -EPROTO;
+    }
+    ssize_t n = recv(conn->fd, buf, len, 0);
+    if (n < 0 && errno == ECONNRESET)
+        return 0;
+    return n >= 0 ? n : errno == EINTR ? -EAGAIN : -errno;
+}
+
+/* Whether conn_recv has bytes to give without the socket being readable. */
+static bool conn_pending(Conn *conn)
+{
+    return conn->tls && gnutls_record_check_pending(conn->tls) > 0;
+}
+
+static int send_all(Conn *conn, const void *data, size_t len, long long deadline)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = conn_send(conn, p, len);
+        if (w == -EAGAIN) {
+            int r = wait_fd(conn->fd, POLLOUT, deadline);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (w < 0)
+            return (int)w;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads what is there into in (waiting at most until deadline): 1 read, 0 EOF, -errno. */
+static int recv_some(Conn *conn, Buffer *in, long long deadline)
+{
+    for (;;) {
+        char chunk[16384];
+        ssize_t got = conn_recv(conn, chunk, sizeof(chunk));
+        if (got == -EAGAIN) {
+            int r = wait_fd(conn->fd, POLLIN, deadline);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (got <= 0)
+            return (int)got;
+        int r = buffer_append(in, chunk, (size_t)got);
+        return r < 0 ? r : 1;
+    }
+}
+
+/*
+ * Sends out and reads the answer at the same time: a server may answer
+ * and close before it has read everything (an early 413), and what it
+ * said must still be read. Stops at EOF, at a complete response, or at
+ * the deadline. With a ca_file, all of it over TLS.
+ */
+static int exchange(uint16_t port, const char *ca_file, const Buffer *out, HarnessResponse *ret)
+{
+    long long deadline = harness_now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
     Buffer in = {0};
     size_t sent = 0;
     bool sending = true;
-    int r = 0;
-
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
-        r = -errno;
-        fprintf(stderr, "harness: connect to port %u: %s\n", port, strerror(-r));
+    Conn conn = CONN_NONE;
+    int r = conn_open(port, ca_file, deadline, &conn);
+    if (r < 0)
         goto out;
-    }
     for (;;) {
-        if (now_ms() >= deadline) {
+        if (harness_now_ms() >= deadline) {
             fprintf(stderr, "harness: no complete response on port %u within %d s\n", port,
                     HARNESS_IO_TIMEOUT_S);
             r = -ETIMEDOUT;
             goto out;
         }
-        struct pollfd p = {.fd = fd, .events = POLLIN | (sending ? POLLOUT : 0)};
-        int n = poll(&p, 1, remaining_ms(deadline));
+        struct pollfd p = {.fd = conn.fd, .events = POLLIN | (sending ? POLLOUT : 0)};
+        int n = conn_pending(&conn) ? 1 : poll(&p, 1, remaining_ms(deadline));
         if (n < 0 && errno != EINTR) {
             r = -errno;
             goto out;
         }
         if (n <= 0)
             continue;
+        if (conn_pending(&conn))
+            p.revents |= POLLIN;
         if (sending && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t w = send(fd, out->data + sent, out->len - sent, MSG_NOSIGNAL);
+            ssize_t w = conn_send(&conn, out->data + sent, out->len - sent);
             if (w > 0)
                 sent += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EINTR)
+            else if (w < 0 && w != -EAGAIN)
                 sending = false; /* the server stopped reading; its answer may be waiting */
             if (sent == out->len)
                 sending = false;
         }
         if (p.revents & (POLLIN | POLLERR | POLLHUP)) {
             char chunk[16384];
-            ssize_t got = recv(fd, chunk, sizeof(chunk), 0);
-            if (got < 0 && (errno == EAGAIN || errno == EINTR))
+            ssize_t got = conn_recv(&conn, chunk, sizeof(chunk));
+            if (got == -EAGAIN)
                 continue;
-            if (got < 0 && in.len == 0 && errno != ECONNRESET) {
-                r = -errno;
+            if (got < 0 && in.len == 0) {
+                r = (int)got;
                 fprintf(stderr, "harness: recv on port %u: %s\n", port, strerror(-r));
                 goto out;
             }
@@ -819,7 +1126,7 @@ static int exchange(uint16_t port, const Buffer *out, HarnessResponse *ret)
     }
     r = parse_response(&in, ret);
 out:
-    close(fd);
+    conn_close(&conn);
     free(in.data);
     return r;
 }
@@ -829,14 +1136,15 @@ int harness_http_raw(uint16_t port, const void *data, size_t len, HarnessRespons
     Buffer out = {0};
     int r = buffer_append(&out, data, len);
     if (r == 0)
-        r = exchange(port, &out, ret);
+        r = exchange(port, NULL, &out, ret);
     free(out.data);
     return r;
 }
 
-int harness_http_ex(uint16_t port, const char *method, const char *path,
-                    const char *const headers[], const void *body, size_t body_len,
-                    long long content_length, HarnessResponse *ret)
+/* harness_http_ex(), over TLS when there is a ca_file. */
+static int http_request(uint16_t port, const char *ca_file, const char *method, const char *path,
+                        const char *const headers[], const void *body, size_t body_len,
+                        long long content_length, HarnessResponse *ret)
 {
     Buffer out = {0};
     int r = buffer_printf(&out, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n",
@@ -869,9 +1177,23 @@ int harness_http_ex(uint16_t port, const char *method, const char *path,
         r = buffer_append(&out, body, body_len);
     }
     if (r == 0)
-        r = exchange(port, &out, ret);
+        r = exchange(port, ca_file, &out, ret);
     free(out.data);
     return r;
+}
+
+int harness_http_ex(uint16_t port, const char *method, const char *path,
+                    const char *const headers[], const void *body, size_t body_len,
+                    long long content_length, HarnessResponse *ret)
+{
+    return http_request(port, NULL, method, path, headers, body, body_len, content_length, ret);
+}
+
+int harness_http_tls(uint16_t port, const char *ca_file, const char *method, const char *path,
+                     const char *const headers[], const void *body, size_t body_len,
+                     HarnessResponse *ret)
+{
+    return http_request(port, ca_file, method, path, headers, body, body_len, HARNESS_CL_AUTO, ret);
 }
 
 int harness_http(uint16_t port, const char *method, const char *path, const char *const headers[],
@@ -882,48 +1204,13 @@ int harness_http(uint16_t port, const char *method, const char *path, const char
 
 /* ---- WebSocket ---- */
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
 struct HarnessWs {
-    int fd;
+    Conn conn;
     Buffer in;          /* received, not yet parsed */
     Buffer message;     /* fragments of the data message being reassembled */
     int message_opcode; /* 0 when none is under way */
     bool eof;
 };
-
-static void base64_encode(const uint8_t *data, size_t len, char *out)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)data[i + 1] << 8;
-        if (i + 2 < len)
-            v |= data[i + 2];
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? alphabet[v & 63] : '=';
-    }
-    out[o] = '\0';
-}
-
-/* What the server must answer to key: base64(SHA-1(key GUID)). */
-static int ws_expected_accept(const char *key, char ret[29])
-{
-    char joined[256];
-    uint8_t digest[20];
-    int n = snprintf(joined, sizeof(joined), "%s" WS_GUID, key);
-    if (n < 0 || (size_t)n >= sizeof(joined))
-        return -EINVAL;
-    if (gnutls_hash_fast(GNUTLS_DIG_SHA1, joined, (size_t)n, digest) < 0)
-        return -EIO;
-    base64_encode(digest, sizeof(digest), ret);
-    return 0;
-}
 
 /* The value of header `name` in a "Name: value" list, or NULL. */
 static const char *list_header(const char *const headers[], const char *name)
@@ -952,96 +1239,11 @@ static bool has_token(const char *value, const char *token)
     return false;
 }
 
-static int send_all(int fd, const void *data, size_t len, long long deadline)
-{
-    const char *p = data;
-    while (len > 0) {
-        if (now_ms() >= deadline)
-            return -ETIMEDOUT;
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int n = poll(&pfd, 1, remaining_ms(deadline));
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        if (n <= 0)
-            continue;
-        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-        if (w < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Reads what is there into in (waiting at most until deadline): 1 read, 0 EOF, -errno. */
-static int recv_some(int fd, Buffer *in, long long deadline)
-{
-    for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int n = poll(&pfd, 1, remaining_ms(deadline));
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        if (n <= 0) {
-            if (now_ms() >= deadline)
-                return -ETIMEDOUT;
-            continue;
-        }
-        char chunk[16384];
-        ssize_t got = recv(fd, chunk, sizeof(chunk), 0);
-        if (got < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (got < 0 && errno == ECONNRESET)
-            return 0;
-        if (got < 0)
-            return -errno;
-        if (got == 0)
-            return 0;
-        int r = buffer_append(in, chunk, (size_t)got);
-        return r < 0 ? r : 1;
-    }
-}
-
-static int tcp_connect(uint16_t port, long long deadline, int *ret_fd)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int r = 0;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        if (errno != EINPROGRESS) {
-            r = -errno;
-        } else {
-            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            int err = 0;
-            socklen_t len = sizeof(err);
-            while (r == 0 && poll(&pfd, 1, remaining_ms(deadline)) <= 0)
-                if (now_ms() >= deadline)
-                    r = -ETIMEDOUT;
-            if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                r = -errno;
-            else if (r == 0 && err)
-                r = -err;
-        }
-    }
-    if (r < 0) {
-        fprintf(stderr, "harness: connect to port %u: %s\n", port, strerror(-r));
-        close(fd);
-        return r;
-    }
-    *ret_fd = fd;
-    return 0;
-}
-
 void harness_ws_free(HarnessWs *ws)
 {
     if (!ws)
         return;
-    if (ws->fd >= 0)
-        close(ws->fd);
+    conn_close(&ws->conn);
     free(ws->in.data);
     free(ws->message.data);
     free(ws);
@@ -1050,8 +1252,13 @@ void harness_ws_free(HarnessWs *ws)
 /* Checks a 101 answer; the reason goes to stderr. */
 static int check_switching(const HarnessResponse *resp, const char *key)
 {
-    char want[29];
-    int r = ws_expected_accept(key, want);
+    char want[WS_ACCEPT_KEY_LEN];
+    int r = ws_accept_key(key, want);
+    if (r == -EINVAL) {
+        fprintf(stderr, "harness: 101 to Sec-WebSocket-Key '%s', which is not 16 bytes of base64\n",
+                key);
+        return -EPROTO;
+    }
     if (r < 0)
         return r;
     const char *upgrade = harness_header(resp, "Upgrade");
@@ -1075,15 +1282,20 @@ static int check_switching(const HarnessResponse *resp, const char *key)
     return 0;
 }
 
-int harness_ws_connect(uint16_t port, const char *path, const char *const headers[],
-                       HarnessWs **ret_ws, HarnessResponse *ret_refusal)
+/* harness_ws_connect(), over TLS when there is a ca_file. */
+static int ws_connect(uint16_t port, const char *ca_file, const char *path,
+                      const char *const headers[], HarnessWs **ret_ws, HarnessResponse *ret_refusal)
 {
-    long long deadline = now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
+    long long deadline = harness_now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL;
     uint8_t nonce[16];
     char key_buf[32];
+    gnutls_datum_t raw = {nonce, sizeof(nonce)}, encoded = {0};
     if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
         return -EIO;
-    base64_encode(nonce, sizeof(nonce), key_buf);
+    if (gnutls_base64_encode2(&raw, &encoded) < 0)
+        return -ENOMEM;
+    snprintf(key_buf, sizeof(key_buf), "%.*s", (int)encoded.size, encoded.data);
+    gnutls_free(encoded.data);
     const char *key = list_header(headers, "Sec-WebSocket-Key");
     if (!key)
         key = key_buf;
@@ -1091,7 +1303,7 @@ int harness_ws_connect(uint16_t port, const char *path, const char *const header
     Buffer out = {0}, in = {0};
     HarnessWs *ws = NULL;
     HarnessResponse resp = {0};
-    int fd = -1;
+    Conn conn = CONN_NONE;
     int r = buffer_printf(&out, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n", path, port);
     for (size_t i = 0; r == 0 && headers && headers[i]; i++)
         r = buffer_printf(&out, "%s\r\n", headers[i]);
@@ -1106,16 +1318,16 @@ int harness_ws_connect(uint16_t port, const char *path, const char *const header
     if (r == 0)
         r = buffer_append(&out, "\r\n", 2);
     if (r == 0)
-        r = tcp_connect(port, deadline, &fd);
+        r = conn_open(port, ca_file, deadline, &conn);
     if (r == 0)
-        r = send_all(fd, out.data, out.len, deadline);
+        r = send_all(&conn, out.data, out.len, deadline);
     if (r < 0)
         goto out;
 
     /* The header block; a refusal then runs to its Content-Length or EOF. */
     bool eof = false;
     while (!header_end(&in) && !eof) {
-        r = recv_some(fd, &in, deadline);
+        r = recv_some(&conn, &in, deadline);
         if (r < 0)
             goto out;
         eof = r == 0;
@@ -1128,7 +1340,7 @@ int harness_ws_connect(uint16_t port, const char *path, const char *const header
     }
     bool switching = strncmp(in.data, "HTTP/1.1 101", 12) == 0;
     while (!switching && !eof && !response_complete(&in)) {
-        r = recv_some(fd, &in, deadline);
+        r = recv_some(&conn, &in, deadline);
         if (r < 0)
             goto out;
         eof = r == 0;
@@ -1152,9 +1364,9 @@ int harness_ws_connect(uint16_t port, const char *path, const char *const header
     ws = calloc(1, sizeof(*ws));
     if (!ws)
         goto out;
-    ws->fd = fd;
+    ws->conn = conn;
     ws->eof = eof;
-    fd = -1;
+    conn = CONN_NONE;
     /* What followed the 101 is already WebSocket frames. */
     const char *end = header_end(&in);
     r = buffer_append(&ws->in, end, (size_t)(in.data + in.len - end));
@@ -1163,8 +1375,7 @@ int harness_ws_connect(uint16_t port, const char *path, const char *const header
     *ret_ws = ws;
     ws = NULL;
 out:
-    if (fd >= 0)
-        close(fd);
+    conn_close(&conn);
     harness_ws_free(ws);
     harness_response_done(&resp);
     free(out.data);
@@ -1172,11 +1383,24 @@ out:
     return r;
 }
 
+int harness_ws_connect(uint16_t port, const char *path, const char *const headers[],
+                       HarnessWs **ret_ws, HarnessResponse *ret_refusal)
+{
+    return ws_connect(port, NULL, path, headers, ret_ws, ret_refusal);
+}
+
+int harness_ws_connect_tls(uint16_t port, const char *ca_file, const char *path,
+                           const char *const headers[], HarnessWs **ret_ws,
+                           HarnessResponse *ret_refusal)
+{
+    return ws_connect(port, ca_file, path, headers, ret_ws, ret_refusal);
+}
+
 int harness_ws_send_raw(HarnessWs *ws, const void *data, size_t len)
 {
     if (!ws)
         return -EINVAL;
-    return send_all(ws->fd, data, len, now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL);
+    return send_all(&ws->conn, data, len, harness_now_ms() + HARNESS_IO_TIMEOUT_S * 1000LL);
 }
 
 int harness_ws_send_frame(HarnessWs *ws, uint8_t byte0, uint64_t declared_len, const void *data,
@@ -1342,7 +1566,7 @@ int harness_ws_recv(HarnessWs *ws, int timeout_ms, HarnessWsMessage *ret)
 {
     if (!ws)
         return -EINVAL;
-    long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    long long deadline = harness_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         bool fin;
         int opcode;
@@ -1361,9 +1585,9 @@ int harness_ws_recv(HarnessWs *ws, int timeout_ms, HarnessWsMessage *ret)
         }
         if (ws->eof)
             return -ECONNRESET;
-        if (now_ms() >= deadline)
+        if (harness_now_ms() >= deadline)
             return -ETIMEDOUT;
-        r = recv_some(ws->fd, &ws->in, deadline);
+        r = recv_some(&ws->conn, &ws->in, deadline);
         if (r == -ETIMEDOUT)
             return r;
         if (r < 0)
@@ -1371,4 +1595,49 @@ int harness_ws_recv(HarnessWs *ws, int timeout_ms, HarnessWsMessage *ret)
         if (r == 0)
             ws->eof = true;
     }
+}
+
+/* ---- the console ---- */
+
+int harness_console_session_tls(uint16_t port, const char *ca_file, const char *uuid,
+                                const char *key, const char *origin_line, HarnessResponse *ret)
+{
+    char path[128], body[256];
+    int n = snprintf(body, sizeof(body), "{\"key\":\"%s\"}", key);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        return -EINVAL;
+    snprintf(path, sizeof(path), "/console/%s/session", uuid);
+    /* Without an Origin line the list simply ends early. */
+    const char *headers[] = {"Content-Type: application/json", origin_line, NULL};
+    return http_request(port, ca_file, "POST", path, headers, body, (size_t)n, HARNESS_CL_AUTO,
+                        ret);
+}
+
+int harness_console_session(uint16_t port, const char *uuid, const char *key,
+                            const char *origin_line, HarnessResponse *ret)
+{
+    return harness_console_session_tls(port, NULL, uuid, key, origin_line, ret);
+}
+
+int harness_console_ws_connect_tls(uint16_t port, const char *ca_file, const char *uuid,
+                                   const char *cookie, const char *origin_line, HarnessWs **ret_ws,
+                                   HarnessResponse *ret_refusal)
+{
+    char path[128];
+    const char *headers[3] = {0};
+    size_t n = 0;
+    snprintf(path, sizeof(path), "/console/%s/websocket", uuid);
+    if (cookie)
+        headers[n++] = cookie;
+    if (origin_line)
+        headers[n++] = origin_line;
+    return ws_connect(port, ca_file, path, headers, ret_ws, ret_refusal);
+}
+
+int harness_console_ws_connect(uint16_t port, const char *uuid, const char *cookie,
+                               const char *origin_line, HarnessWs **ret_ws,
+                               HarnessResponse *ret_refusal)
+{
+    return harness_console_ws_connect_tls(port, NULL, uuid, cookie, origin_line, ret_ws,
+                                          ret_refusal);
 }

@@ -1,14 +1,23 @@
 /*
  * Test support for integration tests (tests/it_*.c): temporary directories,
  * running legbactl and build-image, a legbad child process with its log,
- * and a deliberately small raw-socket HTTP/1.1 client over loopback, so a
- * test can send exactly the bytes it means (malformed requests included).
+ * and a deliberately small raw-socket HTTP/1.1 and WebSocket client over
+ * loopback, so a test can send exactly the bytes it means (malformed
+ * requests included), with the console's requests on top. The cmocka
+ * assertions over these types are in harness_assert.h.
  *
  * Conventions: functions return 0 (or an exit status, where said) and a
  * negative errno on failure; outputs go through ret_ pointers and are left
  * untouched on failure; every free function accepts NULL. Nothing here
  * calls cmocka, so the helpers may be used from any thread; failures are
  * described on stderr before the error is returned.
+ *
+ * Every client call has a _tls twin that takes ca_file, the PEM file of
+ * the one CA to trust: it speaks TLS (GnuTLS) over the same socket,
+ * verifies the server's certificate against that CA and the IP address
+ * 127.0.0.1 (-EKEYREJECTED when it does not verify; never skipped), and
+ * with ca_file NULL is the plain twin, so a test can pick the transport
+ * with one variable.
  *
  * Paths come from compile definitions LEGBA_SOURCE_DIR and LEGBA_BINARY_DIR
  * (tests/CMakeLists.txt). The environment variables LEGBA_LEGBAD and
@@ -22,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "uuid.h"
 
 /* How long an HTTP exchange or a helper process may take before it is abandoned. */
 #define HARNESS_IO_TIMEOUT_S 60
@@ -37,6 +48,9 @@
 const char *harness_source_dir(void);
 const char *harness_binary_dir(void);
 
+/* Milliseconds on the monotonic clock, for deadlines. */
+long long harness_now_ms(void);
+
 /* ---- files and directories ---- */
 
 /*
@@ -47,6 +61,13 @@ const char *harness_binary_dir(void);
 int harness_tempdir(const char *prefix, char **ret_path);
 /* Removes path and everything below it (no symlink is followed). Missing is fine. */
 int harness_rmtree(const char *path);
+/*
+ * At the end of a run: removes a test's temp dir as harness_rmtree() does,
+ * unless LEGBA_IT_KEEP is set to anything but "" or "0", in which case it
+ * says on stderr where the dir (data, images, legbad logs) was kept.
+ * Accepts NULL.
+ */
+void harness_tempdir_remove(const char *path);
 /* Whether path exists (any file type; a dangling symlink counts). */
 bool harness_file_exists(const char *path);
 /* Number of entries in dir whose name ends with suffix ("" counts all but . and ..); -errno. */
@@ -69,6 +90,8 @@ void harness_dump_file(const char *path);
 int harness_run(const char *const argv[], char **ret_stdout);
 /* The same with another deadline, for long jobs such as an image build. */
 int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout_s);
+/* harness_run() with the child's stderr captured too, interleaved with its stdout. */
+int harness_run_merged(const char *const argv[], char **ret_output);
 
 /*
  * Runs `legbactl --data-dir data_dir args...` (args NULL-terminated, see
@@ -78,6 +101,20 @@ int harness_run_timeout(const char *const argv[], char **ret_stdout, int timeout
  */
 int harness_legbactl(const char *data_dir, const char *const args[], cJSON **ret_json);
 
+/* An org made with legbactl, and the header line that acts as it. */
+typedef struct {
+    char uuid[UUID_STR_LEN];
+    char token_id[UUID_STR_LEN];
+    char auth[160]; /* "Authorization: Bearer lgb_…", for a request's headers */
+} HarnessOrg;
+
+/*
+ * `legbactl --data-dir data_dir org create name`. 0 with *ret filled, or
+ * -EPROTO (described on stderr) when legbactl failed or did not print
+ * org_uuid, token and token_id.
+ */
+int harness_org_create(const char *data_dir, const char *name, HarnessOrg *ret);
+
 /*
  * Builds image `name` from its recipe into images_dir with
  * tools/build-image (for the "tiny" image: images_dir/tiny/{disk.qcow2,
@@ -85,6 +122,15 @@ int harness_legbactl(const char *data_dir, const char *const args[], cJSON **ret
  * to stderr when it fails.
  */
 int harness_build_image(const char *images_dir, const char *name);
+
+/*
+ * A self-signed certificate for IP 127.0.0.1 (CN and subjectAltName),
+ * valid two days, and its unencrypted RSA key: dir/cert.pem and
+ * dir/key.pem, made by `openssl req` (the Debian package openssl). The
+ * certificate is also the CA file the _tls functions trust. Paths are
+ * malloc'd; openssl's output is printed only when it fails.
+ */
+int harness_tls_cert(const char *dir, char **ret_cert, char **ret_key);
 
 /* ---- legbad ---- */
 
@@ -130,11 +176,19 @@ int harness_legbad_stop(HarnessLegbad *legbad);
 int harness_legbad_kill(HarnessLegbad *legbad);
 /* Kills the child if it is still running, then frees. */
 void harness_legbad_free(HarnessLegbad *legbad);
+/*
+ * Stops *legbad (harness_legbad_stop), prints its log to stderr when it
+ * did not exit with status 0, frees it and sets *legbad to NULL. Returns
+ * the exit status; 0 when legbad or *legbad is NULL.
+ */
+int harness_legbad_stop_free(HarnessLegbad **legbad);
 
 /* ---- HTTP ---- */
 
 /* A free TCP port on 127.0.0.1 (bound to port 0 and released again). */
 int harness_free_port(uint16_t *ret_port);
+/* Whether something listens on the loopback port (a connect, nothing sent). */
+bool harness_port_accepts(uint16_t port);
 
 typedef struct {
     int status; /* from the status line */
@@ -168,6 +222,10 @@ int harness_http_ex(uint16_t port, const char *method, const char *path,
 /* harness_http_ex with HARNESS_CL_AUTO. */
 int harness_http(uint16_t port, const char *method, const char *path, const char *const headers[],
                  const void *body, size_t body_len, HarnessResponse *ret);
+/* harness_http() over TLS trusting ca_file (see the top of this file); NULL: plain. */
+int harness_http_tls(uint16_t port, const char *ca_file, const char *method, const char *path,
+                     const char *const headers[], const void *body, size_t body_len,
+                     HarnessResponse *ret);
 /* Sends exactly len bytes (a whole request, malformed or not) and reads the answer. */
 int harness_http_raw(uint16_t port, const void *data, size_t len, HarnessResponse *ret);
 
@@ -224,6 +282,10 @@ typedef struct {
  */
 int harness_ws_connect(uint16_t port, const char *path, const char *const headers[],
                        HarnessWs **ret_ws, HarnessResponse *ret_refusal);
+/* The same over TLS trusting ca_file (NULL: plain); then every frame goes through TLS. */
+int harness_ws_connect_tls(uint16_t port, const char *ca_file, const char *path,
+                           const char *const headers[], HarnessWs **ret_ws,
+                           HarnessResponse *ret_refusal);
 
 /* One whole (FIN) masked frame of opcode with len bytes; 0 or -errno (-EPIPE once closed). */
 int harness_ws_send(HarnessWs *ws, int opcode, const void *data, size_t len);
@@ -251,3 +313,28 @@ int harness_ws_recv(HarnessWs *ws, int timeout_ms, HarnessWsMessage *ret);
 void harness_ws_message_done(HarnessWsMessage *message);
 /* Closes the TCP connection at once (no close frame) and frees; accepts NULL. */
 void harness_ws_free(HarnessWs *ws);
+
+/* ---- the console, as a viewer's browser reaches it ---- */
+
+/*
+ * POST /console/<uuid>/session with the JSON body {"key": key} and the
+ * Origin line origin_line ("Origin: …", or NULL for none): the exchange of
+ * an access URL's key for a cookie. As harness_http(); -EINVAL for a key
+ * too long to send.
+ */
+int harness_console_session(uint16_t port, const char *uuid, const char *key,
+                            const char *origin_line, HarnessResponse *ret);
+int harness_console_session_tls(uint16_t port, const char *ca_file, const char *uuid,
+                                const char *key, const char *origin_line, HarnessResponse *ret);
+
+/*
+ * Opens the console WebSocket of instance uuid (/console/<uuid>/websocket)
+ * as harness_ws_connect() does, sending the Cookie line cookie ("Cookie: …")
+ * and the Origin line origin_line, each unless it is NULL.
+ */
+int harness_console_ws_connect(uint16_t port, const char *uuid, const char *cookie,
+                               const char *origin_line, HarnessWs **ret_ws,
+                               HarnessResponse *ret_refusal);
+int harness_console_ws_connect_tls(uint16_t port, const char *ca_file, const char *uuid,
+                                   const char *cookie, const char *origin_line, HarnessWs **ret_ws,
+                                   HarnessResponse *ret_refusal);

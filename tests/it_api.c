@@ -25,60 +25,30 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "harness_assert.h"
 
 #define UUID_LEN 36
 #define BODY_LIMIT (64 * 1024)
-
-typedef struct {
-    char uuid[UUID_LEN + 1];
-    char token_id[UUID_LEN + 1];
-    char auth[160]; /* "Authorization: Bearer lgb_…" */
-} Org;
 
 static struct {
     char *dir;
     char *data_dir;
     char *images_dir;
     char *instances_dir;
-    Org a, b;
+    HarnessOrg a, b;
     HarnessLegbad *legbad;
+    bool legbad_special;      /* started by a test with its own flags: replaced after it */
+    char *tls_cert, *tls_key; /* self-signed for 127.0.0.1, made at setup */
+    const char *ca_file;      /* tls_cert while the legbad serves HTTPS, else NULL */
 } it;
 
-/* ---- assertions that say what the server answered ---- */
-
-static void fail_response(const char *file, int line, const HarnessResponse *resp, const char *fmt,
-                          ...) __attribute__((format(printf, 4, 5)));
-static void fail_response(const char *file, int line, const HarnessResponse *resp, const char *fmt,
-                          ...)
+/* A failed assertion names this daemon's log. */
+static const HarnessLegbad *harness_assert_legbad(void)
 {
-    char what[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    print_error("%s:%d: %s\n  response: HTTP %d, body (%zu bytes): %.2000s\n", file, line, what,
-                resp->status, resp->body_len, resp->body ? resp->body : "");
-    _fail(file, line);
+    return it.legbad;
 }
 
-#define assert_status(resp, want)                                                                  \
-    do {                                                                                           \
-        if ((resp)->status != (want))                                                              \
-            fail_response(__FILE__, __LINE__, (resp), "status %d expected", (want));               \
-    } while (0)
-
-/* Status, a JSON error body with this code, a non-empty message, a JSON Content-Type. */
-#define assert_error(resp, want_status, want_code)                                                 \
-    do {                                                                                           \
-        assert_status((resp), (want_status));                                                      \
-        const char *code_ = harness_error_code(resp);                                              \
-        const char *msg_ = harness_error_message(resp);                                            \
-        const char *type_ = harness_header((resp), "Content-Type");                                \
-        if (!code_ || strcmp(code_, (want_code)) != 0 || !msg_ || !msg_[0])                        \
-            fail_response(__FILE__, __LINE__, (resp), "error code '%s' expected", (want_code));    \
-        if (!type_ || strncmp(type_, "application/json", 16) != 0)                                 \
-            fail_response(__FILE__, __LINE__, (resp), "Content-Type application/json expected");   \
-    } while (0)
+/* ---- more assertions about an answer (the common ones are in harness_assert.h) ---- */
 
 #define assert_header(resp, name, want)                                                            \
     do {                                                                                           \
@@ -121,8 +91,8 @@ static int send_request(const char *auth, const char *method, const char *path, 
         headers[n++] = auth;
     if (body)
         headers[n++] = "Content-Type: application/json";
-    return harness_http(it.legbad->port, method, path, headers, body, body ? strlen(body) : 0,
-                        resp);
+    return harness_http_tls(it.legbad->port, it.ca_file, method, path, headers, body,
+                            body ? strlen(body) : 0, resp);
 }
 
 static void request(const char *auth, const char *method, const char *path, const char *body,
@@ -195,7 +165,7 @@ static void assert_instance_object(const cJSON *json, const char *image, const c
 }
 
 /* POST a create that must succeed; checks the answer and returns the new uuid. */
-static void create_instance(const Org *org, const char *size, char ret_uuid[UUID_LEN + 1])
+static void create_instance(const HarnessOrg *org, const char *size, char ret_uuid[UUID_LEN + 1])
 {
     char path[256], body[128], location[256], overlay[512];
     HarnessResponse resp = {0};
@@ -214,7 +184,7 @@ static void create_instance(const Org *org, const char *size, char ret_uuid[UUID
     harness_response_done(&resp);
 }
 
-static void delete_instance(const Org *org, const char *uuid)
+static void delete_instance(const HarnessOrg *org, const char *uuid)
 {
     char path[256], overlay[512];
     HarnessResponse resp = {0};
@@ -229,7 +199,7 @@ static void delete_instance(const Org *org, const char *uuid)
 }
 
 /* GET the org's list (must be 200 with a consistent total); caller frees. */
-static cJSON *list_instances(const Org *org)
+static cJSON *list_instances(const HarnessOrg *org)
 {
     char path[256];
     HarnessResponse resp = {0};
@@ -260,7 +230,7 @@ static const cJSON *list_find(const cJSON *list, const char *uuid)
     return NULL;
 }
 
-static int list_total(const Org *org)
+static int list_total(const HarnessOrg *org)
 {
     cJSON *list = list_instances(org);
     int total = (int)cJSON_GetObjectItemCaseSensitive(list, "total")->valuedouble;
@@ -296,26 +266,6 @@ static int overlay_count(void)
 
 /* ---- setup ---- */
 
-static int org_create(const char *name, Org *ret)
-{
-    cJSON *json = NULL;
-    int status = harness_legbactl(it.data_dir, HARNESS_LIST("org", "create", name), &json);
-    const char *uuid = json_string(json, "org_uuid");
-    const char *token = json_string(json, "token");
-    const char *token_id = json_string(json, "token_id");
-    if (status != 0 || !uuid || !token || !token_id) {
-        fprintf(stderr, "legbactl org create %s: exit status %d, no org_uuid/token/token_id\n",
-                name, status);
-        cJSON_Delete(json);
-        return -1;
-    }
-    snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
-    snprintf(ret->token_id, sizeof(ret->token_id), "%s", token_id);
-    snprintf(ret->auth, sizeof(ret->auth), "Authorization: Bearer %s", token);
-    cJSON_Delete(json);
-    return 0;
-}
-
 static int start_legbad(const char *log_name)
 {
     HarnessLegbadOptions options = {
@@ -342,7 +292,10 @@ static int group_setup(void **state)
         return -1;
     if (harness_build_image(it.images_dir, "tiny") != 0)
         return -1;
-    if (org_create("org-a", &it.a) < 0 || org_create("org-b", &it.b) < 0)
+    if (harness_org_create(it.data_dir, "org-a", &it.a) < 0 ||
+        harness_org_create(it.data_dir, "org-b", &it.b) < 0)
+        return -1;
+    if (harness_tls_cert(it.dir, &it.tls_cert, &it.tls_key) < 0)
         return -1;
     if (start_legbad("legbad.log") < 0)
         return -1;
@@ -373,26 +326,14 @@ static int revive_legbad(void **state)
 
 static int group_teardown(void **state)
 {
-    if (it.legbad) {
-        int status = harness_legbad_stop(it.legbad);
-        if (status != 0) {
-            fprintf(stderr, "legbad exited with status %d at the end\n", status);
-            harness_dump_file(it.legbad->log_path);
-        }
-        harness_legbad_free(it.legbad);
-        it.legbad = NULL;
-    }
-    if (it.dir) {
-        const char *keep = getenv("LEGBA_IT_KEEP");
-        if (keep && keep[0] && strcmp(keep, "0") != 0)
-            fprintf(stderr, "it_api: kept %s\n", it.dir);
-        else
-            harness_rmtree(it.dir);
-    }
+    harness_legbad_stop_free(&it.legbad);
+    harness_tempdir_remove(it.dir);
     free(it.dir);
     free(it.data_dir);
     free(it.images_dir);
     free(it.instances_dir);
+    free(it.tls_cert);
+    free(it.tls_key);
     return 0;
 }
 
@@ -970,7 +911,7 @@ static void api_restart_reconcile(void **state)
     create_instance(&it.a, "large", a2);
     create_instance(&it.b, "medium", b1);
     cJSON *lists[2] = {list_instances(&it.a), list_instances(&it.b)};
-    const Org *orgs[2] = {&it.a, &it.b};
+    const HarnessOrg *orgs[2] = {&it.a, &it.b};
     assert_string_equal(json_string(list_find(lists[0], a1), "status"), "running");
     assert_string_equal(json_string(list_find(lists[0], a2), "status"), "running");
     assert_string_equal(json_string(list_find(lists[1], b1), "status"), "running");
@@ -1074,11 +1015,11 @@ static void *worker_run(void *arg)
 {
     Worker *w = arg;
     char uuids[PER_WORKER][UUID_LEN + 1] = {{0}};
-    const Org *orgs[PER_WORKER];
+    const HarnessOrg *orgs[PER_WORKER];
     char path[256];
 
     for (int i = 0; i < PER_WORKER; i++) {
-        const Org *org = (w->index + i) % 2 ? &it.b : &it.a;
+        const HarnessOrg *org = (w->index + i) % 2 ? &it.b : &it.a;
         orgs[i] = org;
         HarnessResponse resp = {0};
         path_instances(path, sizeof(path), org->uuid);
@@ -1287,107 +1228,82 @@ static void api_catalog_and_start_url(void **state)
 
 /* ---- the console's HTTP side (the fake driver has no VNC: no WebSocket gets through) ---- */
 
-#define KEY_HEX_LEN 64
-
-typedef struct {
-    char uuid[UUID_LEN + 1];
-    char key[KEY_HEX_LEN + 1];
-    char prefix[64];  /* "/console/<uuid>/" */
-    char cookie[128]; /* "Cookie: legba_console=…" once logged in */
-} Console;
-
-static bool is_lower_hex(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
-/* The origin of the default public URL: http://127.0.0.1:PORT. */
+/* The origin of the default public URL: http://127.0.0.1:PORT, https:// under TLS. */
 static void console_origin(char *buf, size_t size)
 {
-    snprintf(buf, size, "http://127.0.0.1:%u", it.legbad->port);
+    snprintf(buf, size, "%s://127.0.0.1:%u", it.ca_file ? "https" : "http", it.legbad->port);
 }
 
-/* access_url must be exactly ORIGIN/console/<uuid>/#key=<64 lowercase hex>; returns the key. */
-static void assert_access_url_with_key(const HarnessResponse *resp, const char *uuid,
-                                       char ret_key[KEY_HEX_LEN + 1])
+/* text with every "{instance}" replaced by uuid. */
+static void expand_instance(char *buf, size_t size, const char *text, const char *uuid)
 {
-    char origin[64], want[160];
-    console_origin(origin, sizeof(origin));
-    snprintf(want, sizeof(want), "%s/console/%s/#key=", origin, uuid);
-    const char *url = json_string(resp->json, "access_url");
-    if (!url || strncmp(url, want, strlen(want)) != 0 ||
-        strlen(url) != strlen(want) + KEY_HEX_LEN || !is_lower_hex(url + strlen(want), KEY_HEX_LEN))
-        fail_response(__FILE__, __LINE__, resp, "access_url %s<64 lowercase hex> expected", want);
-    snprintf(ret_key, KEY_HEX_LEN + 1, "%s", url + strlen(want));
+    static const char mark[] = "{instance}";
+    size_t o = 0;
+    while (*text && o + 1 < size) {
+        if (strncmp(text, mark, sizeof(mark) - 1) == 0) {
+            o += (size_t)snprintf(buf + o, size - o, "%s", uuid);
+            text += sizeof(mark) - 1;
+        } else {
+            buf[o++] = *text++;
+        }
+    }
+    buf[o < size ? o : size - 1] = '\0';
 }
 
-static void console_create(const Org *org, Console *ret)
+/* Creates an instance whose access_url must be BASE/console/<uuid>/#key=…, {instance} expanded. */
+static void console_create_at(const HarnessOrg *org, const char *base, HarnessConsole *ret)
 {
-    char path[256];
+    char path[256], origin[256];
     HarnessResponse resp = {0};
     path_instances(path, sizeof(path), org->uuid);
     request(org->auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
     assert_status(&resp, 201);
     const char *uuid = json_string(resp.json, "instance_uuid");
     assert_non_null(uuid);
-    *ret = (Console){0};
+    *ret = (HarnessConsole){0};
     snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
     snprintf(ret->prefix, sizeof(ret->prefix), "/console/%s/", uuid);
-    assert_access_url_with_key(&resp, uuid, ret->key);
+    expand_instance(origin, sizeof(origin), base, uuid);
+    assert_access_url(&resp, origin, uuid, ret->key);
     harness_response_done(&resp);
 }
 
+static void console_create(const HarnessOrg *org, HarnessConsole *ret)
+{
+    char origin[64];
+    console_origin(origin, sizeof(origin));
+    console_create_at(org, origin, ret);
+}
+
 /* POST session with key and an Origin line (NULL for none). */
-static void console_session(const Console *console, const char *key, const char *origin_line,
+static void console_session(const HarnessConsole *console, const char *key, const char *origin_line,
                             HarnessResponse *resp)
 {
-    char path[128], body[128];
-    snprintf(path, sizeof(path), "%ssession", console->prefix);
-    snprintf(body, sizeof(body), "{\"key\":\"%s\"}", key);
-    const char *headers[] = {"Content-Type: application/json", origin_line, NULL};
-    int r = harness_http(it.legbad->port, "POST", path, headers, body, strlen(body), resp);
+    int r = harness_console_session_tls(it.legbad->port, it.ca_file, console->uuid, key,
+                                        origin_line, resp);
     if (r < 0)
-        fail_msg("POST %s: no HTTP response: %s", path, strerror(-r));
+        fail_msg("POST %ssession: no HTTP response: %s", console->prefix, strerror(-r));
 }
 
 /*
- * The right key from the right origin: 204 and a cookie that is
- * legba_console=<64 hex>; Path=/console/<uuid>/; HttpOnly; SameSite=Strict,
- * without Secure on plain HTTP. Fills console->cookie.
+ * The attributes of resp's Set-Cookie, each in any order, names
+ * case-insensitive (RFC 6265): Path=want_path, HttpOnly, SameSite=Strict,
+ * and Secure exactly when want_secure.
  */
-static void console_login(Console *console)
+static void check_cookie_attributes(const char *file, int line, const HarnessResponse *resp,
+                                    const char *want_path, bool want_secure)
 {
-    char origin[64], origin_line[96];
-    HarnessResponse resp = {0};
-    console_origin(origin, sizeof(origin));
-    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
-    console_session(console, console->key, origin_line, &resp);
-    assert_status(&resp, 204);
-    const char *set = harness_header(&resp, "Set-Cookie");
-    static const char name[] = "legba_console=";
-    if (!set || strncmp(set, name, strlen(name)) != 0 ||
-        strcspn(set + strlen(name), ";") != KEY_HEX_LEN ||
-        !is_lower_hex(set + strlen(name), KEY_HEX_LEN))
-        fail_response(__FILE__, __LINE__, &resp, "Set-Cookie: legba_console=<64 hex>; … expected");
-    snprintf(console->cookie, sizeof(console->cookie), "Cookie: %.*s",
-             (int)strlen(name) + KEY_HEX_LEN, set);
-
-    /* The attributes, each once, in any order; names are case-insensitive (RFC 6265). */
-    char want_path[96];
-    snprintf(want_path, sizeof(want_path), "Path=%s", console->prefix);
+    const char *set = harness_header(resp, "Set-Cookie");
     bool path = false, http_only = false, same_site = false, secure = false;
-    const char *p = set + strcspn(set, ";");
+    const char *p = set ? set + strcspn(set, ";") : "";
     while (*p == ';') {
         p++;
         p += strspn(p, " ");
         size_t n = strcspn(p, ";");
         while (n > 0 && p[n - 1] == ' ')
             n--;
-        if (n == strlen(want_path) && strncasecmp(p, "Path=", 5) == 0 &&
-            strncmp(p + 5, want_path + 5, n - 5) == 0)
+        if (n == 5 + strlen(want_path) && strncasecmp(p, "Path=", 5) == 0 &&
+            strncmp(p + 5, want_path, n - 5) == 0)
             path = true;
         else if (n == 8 && strncasecmp(p, "HttpOnly", 8) == 0)
             http_only = true;
@@ -1397,10 +1313,29 @@ static void console_login(Console *console)
             secure = true;
         p += strcspn(p, ";");
     }
-    if (!path || !http_only || !same_site || secure)
-        fail_response(__FILE__, __LINE__, &resp,
-                      "Set-Cookie '%s': %s, HttpOnly, SameSite=Strict and no Secure expected", set,
-                      want_path);
+    if (!path || !http_only || !same_site || secure != want_secure)
+        fail_response(file, line, resp,
+                      "Set-Cookie '%s': Path=%s, HttpOnly, SameSite=Strict and %s expected",
+                      set ? set : "(none)", want_path, want_secure ? "Secure" : "no Secure");
+}
+
+#define assert_cookie_attributes(resp, want_path, want_secure)                                     \
+    check_cookie_attributes(__FILE__, __LINE__, (resp), (want_path), (want_secure))
+
+/*
+ * The right key from the right origin: 204 and a cookie that is
+ * legba_console=<64 hex>; Path=/console/<uuid>/; HttpOnly; SameSite=Strict,
+ * with Secure exactly under HTTPS. Fills console->cookie.
+ */
+static void console_login(HarnessConsole *console)
+{
+    char origin[64], origin_line[96];
+    HarnessResponse resp = {0};
+    console_origin(origin, sizeof(origin));
+    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
+    console_session(console, console->key, origin_line, &resp);
+    assert_console_login(&resp, console);
+    assert_cookie_attributes(&resp, console->prefix, it.ca_file != NULL);
     harness_response_done(&resp);
 }
 
@@ -1408,37 +1343,23 @@ static void console_login(Console *console)
 static void console_get(const char *path, const char *header, HarnessResponse *resp)
 {
     const char *headers[] = {header, NULL};
-    int r = harness_http(it.legbad->port, "GET", path, headers, NULL, 0, resp);
+    int r = harness_http_tls(it.legbad->port, it.ca_file, "GET", path, headers, NULL, 0, resp);
     if (r < 0)
         fail_msg("GET %s: no HTTP response: %s", path, strerror(-r));
 }
 
-/* The WebSocket upgrade of uuid's console is refused with status and code. */
-static void assert_ws_refused(const char *uuid, const char *cookie, const char *origin_line,
-                              int want_status, const char *want_code)
+static void check_get_error(const char *file, int line, const char *path, const char *header,
+                            int want_status, const char *want_code)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/console/%s/websocket", uuid);
-    const char *headers[3] = {0};
-    size_t n = 0;
-    if (cookie)
-        headers[n++] = cookie;
-    if (origin_line)
-        headers[n++] = origin_line;
-    HarnessWs *ws = NULL;
     HarnessResponse resp = {0};
-    int r = harness_ws_connect(it.legbad->port, path, headers, &ws, &resp);
-    if (r == 0) {
-        harness_ws_free(ws);
-        fail_msg("GET %s (cookie %s, %s) was upgraded; %d %s expected", path,
-                 cookie ? "given" : "none", origin_line ? origin_line : "no Origin", want_status,
-                 want_code);
-    }
-    if (r != -ECONNREFUSED)
-        fail_msg("GET %s as an upgrade: no HTTP answer: %s", path, strerror(-r));
-    assert_error(&resp, want_status, want_code);
+    console_get(path, header, &resp);
+    harness_check_error(file, line, &resp, want_status, want_code);
     harness_response_done(&resp);
 }
+
+/* GET path, with an optional extra header line, is answered with this error. */
+#define assert_get_error(path, header, want_status, want_code)                                     \
+    check_get_error(__FILE__, __LINE__, (path), (header), (want_status), (want_code))
 
 /* The access line of a request is written after its answer: wait until the log names path. */
 static void wait_logged(const char *path)
@@ -1450,7 +1371,7 @@ static void wait_logged(const char *path)
 /* access_url: with its key once, without it afterwards; /access issues a new one. */
 static void api_console_access_url(void **state)
 {
-    Console con;
+    HarnessConsole con;
     char path[256], want[160], origin[64], origin_line[96];
     HarnessResponse resp = {0};
     console_create(&it.a, &con);
@@ -1473,9 +1394,9 @@ static void api_console_access_url(void **state)
     request(it.a.auth, "POST", access, NULL, &resp);
     assert_status(&resp, 200);
     assert_string_equal(json_string(resp.json, "instance_uuid"), con.uuid);
-    char old_key[KEY_HEX_LEN + 1];
+    char old_key[HARNESS_CONSOLE_KEY_LEN + 1];
     snprintf(old_key, sizeof(old_key), "%s", con.key);
-    assert_access_url_with_key(&resp, con.uuid, con.key);
+    assert_access_url(&resp, origin, con.uuid, con.key);
     assert_string_not_equal(con.key, old_key);
     harness_response_done(&resp);
     console_session(&con, old_key, origin_line, &resp);
@@ -1515,7 +1436,7 @@ static void api_console_access_url(void **state)
 /* The viewer page, its files, and what of noVNC is (not) served. */
 static void api_console_files(void **state)
 {
-    Console con;
+    HarnessConsole con;
     char path[512];
     HarnessResponse resp = {0};
     console_create(&it.a, &con);
@@ -1584,16 +1505,14 @@ static void api_console_files(void **state)
         fail_msg("%zu paths under the console served something", wrong);
 
     /* An instance that never was. */
-    console_get("/console/00000000-0000-4000-8000-000000000000/", NULL, &resp);
-    assert_error(&resp, 404, "not_found");
-    harness_response_done(&resp);
+    assert_get_error("/console/00000000-0000-4000-8000-000000000000/", NULL, 404, "not_found");
     delete_instance(&it.a, con.uuid);
 }
 
 /* Key for cookie, and what the cookie and the Origin open and do not open. */
 static void api_console_session(void **state)
 {
-    Console a, b;
+    HarnessConsole a, b;
     char path[256], origin[64], origin_line[96];
     HarnessResponse resp = {0};
     console_create(&it.a, &a);
@@ -1602,7 +1521,7 @@ static void api_console_session(void **state)
     snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
 
     /* Refused logins set no cookie: a wrong key, B's key, a cross-site page, no Origin. */
-    char wrong_key[KEY_HEX_LEN + 1];
+    char wrong_key[HARNESS_CONSOLE_KEY_LEN + 1];
     snprintf(wrong_key, sizeof(wrong_key), "%s", a.key);
     wrong_key[0] = wrong_key[0] == '0' ? '1' : '0';
     const struct {
@@ -1629,9 +1548,7 @@ static void api_console_session(void **state)
 
     /* Status: the cookie is required. */
     snprintf(path, sizeof(path), "%sstatus", a.prefix);
-    console_get(path, NULL, &resp);
-    assert_error(&resp, 403, "forbidden");
-    harness_response_done(&resp);
+    assert_get_error(path, NULL, 403, "forbidden");
 
     console_login(&a);
     console_login(&b);
@@ -1648,47 +1565,35 @@ static void api_console_session(void **state)
     assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(resp.json, "ready")));
     harness_response_done(&resp);
     /* A cookie of the right shape that legbad never issued. */
-    console_get(path,
-                "Cookie: legba_console="
-                "0000000000000000000000000000000000000000000000000000000000000000",
-                &resp);
-    assert_error(&resp, 403, "forbidden");
-    harness_response_done(&resp);
+    assert_get_error(path,
+                     "Cookie: legba_console="
+                     "0000000000000000000000000000000000000000000000000000000000000000",
+                     403, "forbidden");
 
     /* A's cookie on B's routes. */
     snprintf(path, sizeof(path), "%sstatus", b.prefix);
-    console_get(path, a.cookie, &resp);
-    assert_error(&resp, 403, "forbidden");
-    harness_response_done(&resp);
-    assert_ws_refused(b.uuid, a.cookie, origin_line, 403, "forbidden");
+    assert_get_error(path, a.cookie, 403, "forbidden");
+    assert_ws_refused(it.legbad->port, b.uuid, a.cookie, origin_line, 403, "forbidden");
 
     /* The WebSocket: the cookie first, then the Origin. */
-    assert_ws_refused(a.uuid, NULL, origin_line, 403, "forbidden");
-    assert_ws_refused(a.uuid, a.cookie, "Origin: http://evil.example", 403, "origin_refused");
-    assert_ws_refused(a.uuid, a.cookie, NULL, 403, "origin_refused");
+    assert_ws_refused(it.legbad->port, a.uuid, NULL, origin_line, 403, "forbidden");
+    assert_ws_refused(it.legbad->port, a.uuid, a.cookie, "Origin: http://evil.example", 403,
+                      "origin_refused");
+    assert_ws_refused(it.legbad->port, a.uuid, a.cookie, NULL, 403, "origin_refused");
     /*
      * Past cookie and Origin, the handshake itself: a version other than 13
      * is 426 naming 13, a key that is not 16 bytes of base64 is 400.
      */
     char ws_path[128];
     snprintf(ws_path, sizeof(ws_path), "/console/%s/websocket", a.uuid);
-    HarnessWs *ws = NULL;
-    int r = harness_ws_connect(it.legbad->port, ws_path,
-                               HARNESS_LIST(a.cookie, origin_line, "Sec-WebSocket-Version: 8"), &ws,
-                               &resp);
-    if (r == 0)
-        harness_ws_free(ws);
-    assert_int_equal(r, -ECONNREFUSED);
+    assert_ws_refusal(it.legbad->port, ws_path,
+                      HARNESS_LIST(a.cookie, origin_line, "Sec-WebSocket-Version: 8"), &resp);
     assert_status(&resp, 426);
     assert_header(&resp, "Sec-WebSocket-Version", "13");
     assert_non_null(harness_error_code(&resp));
     harness_response_done(&resp);
-    r = harness_ws_connect(it.legbad->port, ws_path,
-                           HARNESS_LIST(a.cookie, origin_line, "Sec-WebSocket-Key: c2hvcnQ="), &ws,
-                           &resp);
-    if (r == 0)
-        harness_ws_free(ws);
-    assert_int_equal(r, -ECONNREFUSED);
+    assert_ws_refusal(it.legbad->port, ws_path,
+                      HARNESS_LIST(a.cookie, origin_line, "Sec-WebSocket-Key: c2hvcnQ="), &resp);
     assert_status(&resp, 400);
     assert_non_null(harness_error_code(&resp));
     harness_response_done(&resp);
@@ -1697,7 +1602,7 @@ static void api_console_session(void **state)
     char other_port[96];
     snprintf(other_port, sizeof(other_port), "Origin: http://127.0.0.1:%u",
              it.legbad->port == 65535 ? 1 : it.legbad->port + 1);
-    assert_ws_refused(a.uuid, a.cookie, other_port, 403, "origin_refused");
+    assert_ws_refused(it.legbad->port, a.uuid, a.cookie, other_port, 403, "origin_refused");
 
     delete_instance(&it.a, a.uuid);
     delete_instance(&it.b, b.uuid);
@@ -1706,7 +1611,7 @@ static void api_console_session(void **state)
 /* After DELETE every console route of the instance is 404, cookie or not. */
 static void api_console_after_delete(void **state)
 {
-    Console con;
+    HarnessConsole con;
     char path[256], origin[64], origin_line[96];
     HarnessResponse resp = {0};
     console_create(&it.a, &con);
@@ -1715,26 +1620,350 @@ static void api_console_after_delete(void **state)
     snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
     delete_instance(&it.a, con.uuid);
 
-    console_get(con.prefix, NULL, &resp);
-    assert_error(&resp, 404, "not_found");
-    harness_response_done(&resp);
+    assert_get_error(con.prefix, NULL, 404, "not_found");
     snprintf(path, sizeof(path), "%sviewer.js", con.prefix);
-    console_get(path, NULL, &resp);
-    assert_error(&resp, 404, "not_found");
-    harness_response_done(&resp);
+    assert_get_error(path, NULL, 404, "not_found");
     console_session(&con, con.key, origin_line, &resp);
     assert_error(&resp, 404, "not_found");
     harness_response_done(&resp);
     snprintf(path, sizeof(path), "%sstatus", con.prefix);
-    console_get(path, con.cookie, &resp);
-    assert_error(&resp, 404, "not_found");
-    harness_response_done(&resp);
-    assert_ws_refused(con.uuid, con.cookie, origin_line, 404, "not_found");
+    assert_get_error(path, con.cookie, 404, "not_found");
+    assert_ws_refused(it.legbad->port, con.uuid, con.cookie, origin_line, 404, "not_found");
     path_instance(path, sizeof(path), it.a.uuid, con.uuid);
     strcat(path, "/access");
     request(it.a.auth, "POST", path, NULL, &resp);
     assert_error(&resp, 404, "not_found");
     harness_response_done(&resp);
+}
+
+/* ---- HTTPS and public_url: each test runs its own legbad ---- */
+
+/*
+ * Replaces the group's legbad with one started with args (after --accel
+ * tcg), logging to log_name; put_back_legbad() retires it after the test.
+ */
+static void start_special_legbad(const char *log_name, const char *const args[])
+{
+    const char *argv[16] = {"--accel", "tcg"};
+    size_t n = 2;
+    for (size_t i = 0; args[i]; i++) {
+        assert_true(n + 1 < sizeof(argv) / sizeof(argv[0]));
+        argv[n++] = args[i];
+    }
+    assert_int_equal(harness_legbad_stop_free(&it.legbad), 0);
+    HarnessLegbadOptions options = {
+        .dir = it.dir,
+        .data_dir = it.data_dir,
+        .images_dir = it.images_dir,
+        .libvirt_uri = "test:///default",
+        .log_name = log_name,
+        .extra_args = argv,
+    };
+    assert_int_equal(harness_legbad_start(&options, &it.legbad), 0);
+    it.legbad_special = true;
+}
+
+/* After a test that replaced legbad: stops its one, so the next test's setup starts the plain one.
+ */
+static int put_back_legbad(void **state)
+{
+    it.ca_file = NULL;
+    if (!it.legbad_special)
+        return 0;
+    it.legbad_special = false;
+    return harness_legbad_stop_free(&it.legbad) == 0 ? 0 : -1;
+}
+
+/* POST session with this Origin line is refused as origin_refused, and sets no cookie. */
+static void check_origin_refused(const char *file, int line, const HarnessConsole *console,
+                                 const char *origin_line)
+{
+    HarnessResponse resp = {0};
+    console_session(console, console->key, origin_line, &resp);
+    harness_check_error(file, line, &resp, 403, "origin_refused");
+    if (harness_header(&resp, "Set-Cookie"))
+        fail_response(file, line, &resp, "%s: no Set-Cookie expected", origin_line);
+    harness_response_done(&resp);
+}
+
+#define assert_origin_refused(console, origin_line)                                                \
+    check_origin_refused(__FILE__, __LINE__, (console), (origin_line))
+
+/* POST session with this Origin line logs in: 204, the cookie with Path=path (Secure or not). */
+static void check_origin_accepted(const char *file, int line, HarnessConsole *console,
+                                  const char *origin_line, const char *path, bool secure)
+{
+    HarnessResponse resp = {0};
+    console_session(console, console->key, origin_line, &resp);
+    harness_check_console_login(file, line, &resp, console);
+    check_cookie_attributes(file, line, &resp, path, secure);
+    harness_response_done(&resp);
+}
+
+#define assert_origin_accepted(console, origin_line, path, secure)                                 \
+    check_origin_accepted(__FILE__, __LINE__, (console), (origin_line), (path), (secure))
+
+/*
+ * --tls-cert and --tls-key: HTTPS on the same port, https:// access URLs,
+ * Secure cookies; plain HTTP gets no answer there, and a client that does
+ * not trust the certificate gets no connection.
+ */
+static void api_tls(void **state)
+{
+    HarnessConsole con;
+    char origin[64], origin_line[96], path[256], want[160];
+    HarnessResponse resp = {0};
+    start_special_legbad("legbad-tls.log",
+                         HARNESS_LIST("--tls-cert", it.tls_cert, "--tls-key", it.tls_key));
+    it.ca_file = it.tls_cert;
+    console_origin(origin, sizeof(origin));
+    snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
+    snprintf(want, sizeof(want), "access URLs: %s/console/", origin);
+    if (!harness_log_contains(it.legbad->log_path, want))
+        fail_msg("legbad's log %s does not say '%s…'", it.legbad->log_path, want);
+
+    /* Create, key for cookie, status, GET: all over HTTPS, the URL https://127.0.0.1:PORT/… */
+    long long start = harness_now_ms();
+    console_create(&it.a, &con);
+    long long created = harness_now_ms();
+    console_login(&con);
+    long long logged_in = harness_now_ms();
+    print_message("over HTTPS: create %lld ms, session %lld ms\n", created - start,
+                  logged_in - created);
+    snprintf(path, sizeof(path), "%sstatus", con.prefix);
+    console_get(path, con.cookie, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "status"), "running");
+    harness_response_done(&resp);
+    path_instance(path, sizeof(path), it.a.uuid, con.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    snprintf(want, sizeof(want), "%s%s", origin, con.prefix);
+    assert_string_equal(json_string(resp.json, "access_url"), want);
+    harness_response_done(&resp);
+
+    /* The http:// origin of the same host and port is another origin. */
+    char plain_origin[96];
+    snprintf(plain_origin, sizeof(plain_origin), "Origin: http://127.0.0.1:%u", it.legbad->port);
+    assert_origin_refused(&con, plain_origin);
+    /* The WebSocket's checks run over TLS too (the fake driver has no VNC: refusals only). */
+    HarnessWs *ws = NULL;
+    HarnessResponse refusal = {0};
+    int r = harness_console_ws_connect_tls(it.legbad->port, it.ca_file, con.uuid, con.cookie,
+                                           plain_origin, &ws, &refusal);
+    harness_check_not_upgraded(__FILE__, __LINE__, r, ws, "the console over TLS");
+    assert_error(&refusal, 403, "origin_refused");
+    harness_response_done(&refusal);
+    r = harness_console_ws_connect_tls(it.legbad->port, it.ca_file, con.uuid, NULL, origin_line,
+                                       &ws, &refusal);
+    harness_check_not_upgraded(__FILE__, __LINE__, r, ws, "the console over TLS");
+    assert_error(&refusal, 403, "forbidden");
+    harness_response_done(&refusal);
+
+    /* Plain HTTP on the HTTPS port: no HTTP answer of any kind. */
+    start = harness_now_ms();
+    r = harness_http(it.legbad->port, "GET", con.prefix, NULL, NULL, 0, &resp);
+    if (r == 0)
+        fail_response(__FILE__, __LINE__, &resp, "plain HTTP on the HTTPS port was answered");
+    print_message("plain HTTP on the HTTPS port: %s after %lld ms\n", strerror(-r),
+                  harness_now_ms() - start);
+
+    /* A client trusting another CA: the handshake fails (verification is really on). */
+    char other_dir[512], *other_cert = NULL, *other_key = NULL;
+    snprintf(other_dir, sizeof(other_dir), "%s/other-ca", it.dir);
+    assert_int_equal(mkdir(other_dir, 0700), 0);
+    assert_int_equal(harness_tls_cert(other_dir, &other_cert, &other_key), 0);
+    r = harness_http_tls(it.legbad->port, other_cert, "GET", con.prefix, NULL, NULL, 0, &resp);
+    free(other_cert);
+    free(other_key);
+    if (r == 0)
+        fail_response(__FILE__, __LINE__, &resp, "a certificate of another CA was accepted");
+    assert_int_equal(r, -EKEYREJECTED);
+
+    /* Still serving after both; the key never reached the log. */
+    console_get(con.prefix, NULL, &resp);
+    assert_status(&resp, 200);
+    harness_response_done(&resp);
+    snprintf(path, sizeof(path), "%ssession", con.prefix);
+    wait_logged(path);
+    if (harness_log_contains(it.legbad->log_path, con.key))
+        fail_msg("the console key is in legbad's log %s", it.legbad->log_path);
+
+    delete_instance(&it.a, con.uuid);
+    assert_get_error(con.prefix, NULL, 404, "not_found");
+}
+
+/*
+ * Runs legbad (own data dir, a free port, the fake driver) with args, which
+ * must make it exit by itself with a non-zero status; returns what it wrote.
+ */
+static char *legbad_refuses(const char *const args[])
+{
+    char legbad[512], data_dir[512], domains[512], listen[32];
+    uint16_t port;
+    snprintf(legbad, sizeof(legbad), "%s/legbad", harness_binary_dir());
+    snprintf(domains, sizeof(domains), "%s/domains", harness_source_dir());
+    snprintf(data_dir, sizeof(data_dir), "%s/refused-data", it.dir);
+    if (mkdir(data_dir, 0711) < 0 && errno != EEXIST)
+        fail_msg("mkdir %s: %s", data_dir, strerror(errno));
+    assert_int_equal(harness_free_port(&port), 0);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
+    const char *argv[24] = {
+        legbad,        "--listen",      listen,  "--data-dir",    data_dir,          "--images-dir",
+        it.images_dir, "--domains-dir", domains, "--libvirt-uri", "test:///default", "--accel",
+        "tcg"};
+    size_t n = 13;
+    for (size_t i = 0; args[i]; i++) {
+        assert_true(n + 1 < sizeof(argv) / sizeof(argv[0]));
+        argv[n++] = args[i];
+    }
+    char *out = NULL;
+    int status = harness_run_merged(argv, &out);
+    if (status < 1 || status > 127)
+        fail_msg("legbad %s %s: exit status %d; an exit with an error expected; it wrote:\n%s",
+                 args[0], args[1] ? args[1] : "", status, out ? out : "");
+    /* Its last line is the error that stopped it. */
+    size_t len = strlen(out);
+    while (len > 0 && out[len - 1] == '\n')
+        len--;
+    const char *last = out + len;
+    while (last > out && last[-1] != '\n')
+        last--;
+    print_message("legbad %s …: exit status %d: %.*s\n", args[0], status, (int)(out + len - last),
+                  last);
+    return out;
+}
+
+/* Whether text names a setting as its config key (tls_cert) or its flag (--tls-cert). */
+static bool names_setting(const char *text, const char *key)
+{
+    char flag[64];
+    snprintf(flag, sizeof(flag), "%s", key);
+    for (char *p = flag; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    return strstr(text, key) || strstr(text, flag);
+}
+
+/* TLS settings that cannot work stop legbad at start, saying why. */
+static void api_tls_config_errors(void **state)
+{
+    char garbage[512], missing[512];
+    const char *halves[][3] = {{"--tls-cert", it.tls_cert, NULL}, {"--tls-key", it.tls_key, NULL}};
+    for (size_t i = 0; i < 2; i++) {
+        char *out = legbad_refuses(halves[i]);
+        if (!names_setting(out, "tls_cert") || !names_setting(out, "tls_key"))
+            fail_msg("%s alone: the message should name tls_cert and tls_key: %s", halves[i][0],
+                     out);
+        free(out);
+    }
+
+    snprintf(missing, sizeof(missing), "%s/no-such-cert.pem", it.dir);
+    char *out = legbad_refuses(HARNESS_LIST("--tls-cert", missing, "--tls-key", it.tls_key));
+    if (!strstr(out, missing))
+        fail_msg("an unreadable --tls-cert: the message should name %s: %s", missing, out);
+    free(out);
+
+    snprintf(garbage, sizeof(garbage), "%s/garbage.pem", it.dir);
+    FILE *f = fopen(garbage, "we");
+    assert_non_null(f);
+    fprintf(f,
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n");
+    fclose(f);
+    /* Files that are not a certificate and its key: the reason names them. */
+    const char *bad_pairs[][5] = {
+        {"--tls-cert", garbage, "--tls-key", it.tls_key, NULL},
+        {"--tls-cert", it.tls_cert, "--tls-key", garbage, NULL},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        out = legbad_refuses(bad_pairs[i]);
+        if (!strcasestr(out, "certificate") && !names_setting(out, "tls_cert"))
+            fail_msg("a bad certificate or key: the messages should say so: %s", out);
+        free(out);
+    }
+
+    /* A certificate with a key that is not its own. */
+    char other_dir[512], *other_cert = NULL, *other_key = NULL;
+    snprintf(other_dir, sizeof(other_dir), "%s/mismatch", it.dir);
+    assert_int_equal(mkdir(other_dir, 0700), 0);
+    assert_int_equal(harness_tls_cert(other_dir, &other_cert, &other_key), 0);
+    out = legbad_refuses(HARNESS_LIST("--tls-cert", it.tls_cert, "--tls-key", other_key));
+    if (!strcasestr(out, "key"))
+        fail_msg("a key of another certificate: the messages should say so: %s", out);
+    free(out);
+    free(other_cert);
+    free(other_key);
+}
+
+/*
+ * --public-url with {instance}: every instance has its own origin, which
+ * alone opens its console; legbad's own address is not one of them.
+ */
+static void api_public_url_instance(void **state)
+{
+    static const char base[] = "http://{instance}.legba.test:8443";
+    HarnessConsole a, b;
+    char own_a[128], own_b[128], listener[96], path[256], want[256];
+    HarnessResponse resp = {0};
+    start_special_legbad("legbad-public-url.log", HARNESS_LIST("--public-url", base));
+    console_create_at(&it.a, base, &a);
+    console_create_at(&it.b, base, &b);
+    expand_instance(own_a, sizeof(own_a), "Origin: http://{instance}.legba.test:8443", a.uuid);
+    expand_instance(own_b, sizeof(own_b), "Origin: http://{instance}.legba.test:8443", b.uuid);
+    snprintf(listener, sizeof(listener), "Origin: http://127.0.0.1:%u", it.legbad->port);
+
+    path_instance(path, sizeof(path), it.a.uuid, a.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    snprintf(want, sizeof(want), "%s%s", own_a + strlen("Origin: "), a.prefix);
+    assert_string_equal(json_string(resp.json, "access_url"), want);
+    harness_response_done(&resp);
+
+    assert_origin_refused(&a, listener);
+    assert_origin_refused(&a, own_b);
+    assert_origin_refused(&a, "Origin: http://legba.test:8443");
+    assert_origin_accepted(&a, own_a, a.prefix, false);
+    assert_origin_accepted(&b, own_b, b.prefix, false);
+
+    /* The WebSocket: with a valid cookie, the Origin decides. */
+    assert_ws_refused(it.legbad->port, a.uuid, a.cookie, listener, 403, "origin_refused");
+    assert_ws_refused(it.legbad->port, a.uuid, a.cookie, own_b, 403, "origin_refused");
+    assert_ws_refused(it.legbad->port, b.uuid, b.cookie, own_a, 403, "origin_refused");
+
+    delete_instance(&it.a, a.uuid);
+    delete_instance(&it.b, b.uuid);
+}
+
+/*
+ * public_url with a path, behind a TLS proxy, and console_origins, from a
+ * config file: the cookie is scoped to the prefix and Secure; the listed
+ * origins are accepted beside the URL's own, nothing else is.
+ */
+static void api_public_url_prefix_origins(void **state)
+{
+    char conf[512], listener[96], cookie_path[128];
+    HarnessConsole con;
+    snprintf(conf, sizeof(conf), "%s/public-url.conf", it.dir);
+    FILE *f = fopen(conf, "we");
+    assert_non_null(f);
+    fprintf(f, "public_url = https://legba.example/prefix\n"
+               "console_origins = https://portal.example http://portal.example:8080\n");
+    fclose(f);
+    start_special_legbad("legbad-prefix.log", HARNESS_LIST("--config", conf));
+    snprintf(listener, sizeof(listener), "Origin: http://127.0.0.1:%u", it.legbad->port);
+
+    console_create_at(&it.a, "https://legba.example/prefix", &con);
+    snprintf(cookie_path, sizeof(cookie_path), "/prefix%s", con.prefix);
+    assert_origin_accepted(&con, "Origin: https://legba.example", cookie_path, true);
+    assert_origin_accepted(&con, "Origin: https://portal.example", cookie_path, true);
+    assert_origin_accepted(&con, "Origin: http://portal.example:8080", cookie_path, true);
+    assert_origin_refused(&con, "Origin: http://portal.example");
+    assert_origin_refused(&con, "Origin: https://evil.example");
+    assert_origin_refused(&con, "Origin: http://legba.example");
+    assert_origin_refused(&con, listener);
+    assert_ws_refused(it.legbad->port, con.uuid, con.cookie, "Origin: https://evil.example", 403,
+                      "origin_refused");
+    delete_instance(&it.a, con.uuid);
 }
 
 int main(void)
@@ -1757,6 +1986,11 @@ int main(void)
         cmocka_unit_test_setup(api_restart_reconcile, revive_legbad),
         cmocka_unit_test_setup(api_concurrent, revive_legbad),
         cmocka_unit_test_setup(api_config_file, revive_legbad),
+        cmocka_unit_test_setup_teardown(api_tls, revive_legbad, put_back_legbad),
+        cmocka_unit_test_setup(api_tls_config_errors, revive_legbad),
+        cmocka_unit_test_setup_teardown(api_public_url_instance, revive_legbad, put_back_legbad),
+        cmocka_unit_test_setup_teardown(api_public_url_prefix_origins, revive_legbad,
+                                        put_back_legbad),
     };
     return cmocka_run_group_tests_name("it_api", tests, group_setup, group_teardown);
 }

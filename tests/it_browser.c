@@ -72,8 +72,7 @@ static const char page[] =
 
 static struct {
     char *dir, *data_dir, *images_dir, *config;
-    char org[40];
-    char auth[160];
+    HarnessOrg org;
     HarnessLegbad *legbad;
     virConnectPtr conn;
     int listen_fd;
@@ -207,15 +206,8 @@ static int group_setup(void **state)
             b.web_port);
     fclose(f);
 
-    cJSON *json = NULL;
-    if (harness_legbactl(b.data_dir, HARNESS_LIST("org", "create", "browser-test"), &json) != 0 ||
-        !json)
+    if (harness_org_create(b.data_dir, "browser-test", &b.org) < 0)
         return -1;
-    snprintf(b.org, sizeof(b.org), "%s",
-             cJSON_GetStringValue(cJSON_GetObjectItem(json, "org_uuid")));
-    snprintf(b.auth, sizeof(b.auth), "Authorization: Bearer %s",
-             cJSON_GetStringValue(cJSON_GetObjectItem(json, "token")));
-    cJSON_Delete(json);
 
     HarnessLegbadOptions options = {
         .dir = b.dir,
@@ -231,10 +223,7 @@ static int group_teardown(void **state)
 {
     webdriver_free(b.driver);
     b.driver = NULL;
-    if (b.legbad) {
-        harness_legbad_stop(b.legbad);
-        harness_legbad_free(b.legbad);
-    }
+    harness_legbad_stop_free(&b.legbad);
     if (b.conn) {
         /* Whatever a failed test left running on this test's disks goes. */
         virDomainPtr *doms = NULL;
@@ -256,8 +245,7 @@ static int group_teardown(void **state)
         close(b.listen_fd);
         pthread_join(b.web_thread, NULL);
     }
-    if (b.dir && !getenv("LEGBA_IT_KEEP"))
-        harness_rmtree(b.dir);
+    harness_tempdir_remove(b.dir);
     free(b.dir);
     free(b.data_dir);
     free(b.images_dir);
@@ -279,14 +267,14 @@ static void create(const char *image, const char *size, const char *start_url, c
 {
     char path[128], body[512];
     HarnessResponse resp = {0};
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances", b.org);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances", b.org.uuid);
     if (start_url)
         snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"%s\",\"start_url\":\"%s\"}",
                  image, size, start_url);
     else
         snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"%s\"}", image, size);
     assert_int_equal(harness_http(b.legbad->port, "POST", path,
-                                  HARNESS_LIST(b.auth, "Content-Type: application/json"), body,
+                                  HARNESS_LIST(b.org.auth, "Content-Type: application/json"), body,
                                   strlen(body), &resp),
                      0);
     if (resp.status != 201)
@@ -309,12 +297,12 @@ static void create(const char *image, const char *size, const char *start_url, c
 static int wait_ready(const char *uuid)
 {
     char path[160];
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", b.org, uuid);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", b.org.uuid, uuid);
     time_t start = time(NULL);
     for (;;) {
         HarnessResponse resp = {0};
         assert_int_equal(
-            harness_http(b.legbad->port, "GET", path, HARNESS_LIST(b.auth), NULL, 0, &resp), 0);
+            harness_http(b.legbad->port, "GET", path, HARNESS_LIST(b.org.auth), NULL, 0, &resp), 0);
         assert_int_equal(resp.status, 200);
         bool ready = cJSON_IsTrue(cJSON_GetObjectItem(resp.json, "ready"));
         if (ready) {
@@ -557,9 +545,9 @@ static void delete_instance(const char *uuid)
 {
     char path[160];
     HarnessResponse resp = {0};
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", b.org, uuid);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", b.org.uuid, uuid);
     assert_int_equal(
-        harness_http(b.legbad->port, "DELETE", path, HARNESS_LIST(b.auth), NULL, 0, &resp), 0);
+        harness_http(b.legbad->port, "DELETE", path, HARNESS_LIST(b.org.auth), NULL, 0, &resp), 0);
     assert_int_equal(resp.status, 204);
     harness_response_done(&resp);
 }
@@ -728,6 +716,40 @@ static double wait_connected(void)
 }
 
 /*
+ * While the guest boots the viewer shows its "starting" message, and the
+ * key has left the address bar (exchanged for the cookie).
+ */
+static void wait_booting(void)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        char *state = page_string("return document.body ? document.body.dataset.state || '' : "
+                                  "null;");
+        bool booting = state && strcmp(state, "booting") == 0;
+        if (!booting && state && strcmp(state, "connected") == 0)
+            viewer_fail("the viewer connected before the guest was ready");
+        free(state);
+        if (booting)
+            break;
+        if (seconds_since(&t0) > VIEWER_CONNECT_TIMEOUT_S)
+            viewer_fail("the viewer did not say the browser is starting within %d s",
+                        VIEWER_CONNECT_TIMEOUT_S);
+        sleep_ms(250);
+    }
+    char *text = page_string("return document.getElementById('message').textContent;");
+    char *href = page_string("return location.href;");
+    fprintf(stderr, "it_browser: viewer says \"%s\" %.1f s after navigation\n", text ? text : "?",
+            seconds_since(&t0));
+    assert_non_null(text);
+    assert_non_null(strstr(text, "Starting the browser"));
+    assert_non_null(href);
+    assert_null(strstr(href, "key="));
+    free(text);
+    free(href);
+}
+
+/*
  * Where the viewer draws the screen: the canvas noVNC draws into holds
  * the whole framebuffer (width x height) and is scaled by CSS to fit.
  * Returns the placement in screenshot pixels; *ret_x, *ret_y get the
@@ -881,6 +903,13 @@ static void test_chromium_through_access_url(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     create("debian-12-chromium", "medium", "http://10.0.2.100/", uuid, &access_url);
     assert_non_null(strstr(access_url, "#key="));
+
+    /* Opened at once, the viewer says the browser is still starting, and has the key put away. */
+    driver_start();
+    assert_int_equal(webdriver_navigate(b.driver, access_url), 0);
+    free(access_url);
+    wait_booting();
+
     int waited = wait_ready(uuid);
     fprintf(stderr, "it_browser: debian-12-chromium (medium): ready %d s after create\n", waited);
     /* The image's own check first: the screen has the size's resolution and shows the page. */
@@ -891,11 +920,8 @@ static void test_chromium_through_access_url(void **state)
     free(first.rgb);
     wait_for_page("VM screen", vm_picture, uuid, &unscaled, width, height, false, 0.95);
 
-    driver_start();
-    assert_int_equal(webdriver_navigate(b.driver, access_url), 0);
-    free(access_url);
     double connected = wait_connected();
-    fprintf(stderr, "it_browser: viewer connected %.1f s after navigation\n", connected);
+    fprintf(stderr, "it_browser: viewer connected %.1f s after the guest was ready\n", connected);
     int cx, cy;
     Placement at = viewer_canvas(width, height, &cx, &cy);
     wait_for_page("viewer", viewer_picture, uuid, &at, width, height, false, 0.9);

@@ -4,8 +4,8 @@
  * is exchanged for a cookie, the cookie and the page's origin open a
  * WebSocket, and RFB 3.8 is spoken through it to the instance's VNC
  * server. Also the refusals (wrong cookie, cross-site origin, too many
- * viewers), the frames a viewer may not send, and DELETE closing an
- * open console within a second.
+ * viewers), the frames a viewer may not send, DELETE closing an open
+ * console within a second, and the whole way over legbad's own HTTPS.
  *
  * After every test no domain of this run and no overlay is left.
  * Needs root and a running libvirtd (tools/setup provides both).
@@ -22,6 +22,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +31,10 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "harness_assert.h"
 #include "uuid.h"
 
 #define QEMU_URI "qemu:///system"
-#define KEY_HEX_LEN 64
 #define MAX_CREATED 8
 /* What the server must answer an RFB message within, under TCG on a busy host. */
 #define RFB_TIMEOUT_MS 20000
@@ -42,24 +43,24 @@
 
 static struct {
     char *dir, *data_dir, *images_dir, *overlays_dir;
-    char org[UUID_STR_LEN];
-    char auth[160];
-    char origin[64]; /* http://127.0.0.1:PORT, the origin of the default public URL */
+    HarnessOrg org;
+    char origin[64];      /* http(s)://127.0.0.1:PORT, the origin of the default public URL */
+    char origin_line[80]; /* "Origin: " and that */
     HarnessLegbad *legbad;
-    bool legbad_configured; /* started with a test's own config file */
+    bool legbad_configured;   /* started with a test's own config file or TLS */
+    char *tls_cert, *tls_key; /* self-signed for 127.0.0.1, made at setup */
+    const char *ca_file;      /* tls_cert while legbad serves HTTPS, else NULL (plain HTTP) */
     unsigned n_started;
     virConnectPtr conn;
     /* Instances the current test created and has not deleted yet. */
     char created[MAX_CREATED][UUID_STR_LEN];
 } c;
 
-/* One instance as a viewer sees it. */
-typedef struct {
-    char uuid[UUID_STR_LEN];
-    char key[KEY_HEX_LEN + 1];
-    char cookie[128]; /* "Cookie: legba_console=…" once logged in */
-    char prefix[80];  /* "/console/<uuid>/" */
-} Console;
+/* A failed assertion names this daemon's log. */
+static const HarnessLegbad *harness_assert_legbad(void)
+{
+    return c.legbad;
+}
 
 /* ---- an open console: the WebSocket, and the VNC byte stream inside it ---- */
 
@@ -116,100 +117,64 @@ static void silence(void *userdata, virErrorPtr error)
 {
 }
 
-static long long monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool is_lower_hex(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
 static const char *json_string(const cJSON *object, const char *name)
 {
     return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(object, name));
 }
 
-/* ---- assertions that say what the server answered ---- */
-
-static void fail_response(const char *file, int line, const HarnessResponse *resp, const char *fmt,
-                          ...) __attribute__((format(printf, 4, 5)));
-static void fail_response(const char *file, int line, const HarnessResponse *resp, const char *fmt,
-                          ...)
-{
-    char what[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    print_error("%s:%d: %s\n  response: HTTP %d, body (%zu bytes): %.2000s\n", file, line, what,
-                resp->status, resp->body_len, resp->body ? resp->body : "");
-    if (c.legbad)
-        print_error("  legbad log: %s\n", c.legbad->log_path);
-    _fail(file, line);
-}
-
-#define assert_status(resp, want)                                                                  \
-    do {                                                                                           \
-        if ((resp)->status != (want))                                                              \
-            fail_response(__FILE__, __LINE__, (resp), "status %d expected", (want));               \
-    } while (0)
-
-/* Status, a JSON error body with this code, a JSON Content-Type. */
-#define assert_error(resp, want_status, want_code)                                                 \
-    do {                                                                                           \
-        assert_status((resp), (want_status));                                                      \
-        const char *code_ = harness_error_code(resp);                                              \
-        const char *type_ = harness_header((resp), "Content-Type");                                \
-        if (!code_ || strcmp(code_, (want_code)) != 0)                                             \
-            fail_response(__FILE__, __LINE__, (resp), "error code '%s' expected", (want_code));    \
-        if (!type_ || strncmp(type_, "application/json", 16) != 0)                                 \
-            fail_response(__FILE__, __LINE__, (resp), "Content-Type application/json expected");   \
-    } while (0)
-
 /* ---- legbad, before and after each test ---- */
 
-static int start_legbad(const char *config_path)
+/* legbad with a config file (or none), serving HTTPS with the test certificate when tls. */
+static int start_legbad(const char *config_path, bool tls)
 {
     char log_name[64];
+    const char *args[7] = {0};
+    size_t n = 0;
     snprintf(log_name, sizeof(log_name), "legbad-%u.log", ++c.n_started);
+    if (config_path) {
+        args[n++] = "--config";
+        args[n++] = config_path;
+    }
+    if (tls) {
+        args[n++] = "--tls-cert";
+        args[n++] = c.tls_cert;
+        args[n++] = "--tls-key";
+        args[n++] = c.tls_key;
+    }
     HarnessLegbadOptions options = {
         .dir = c.dir,
         .data_dir = c.data_dir,
         .images_dir = c.images_dir,
         .libvirt_uri = QEMU_URI,
         .log_name = log_name,
-        .extra_args = config_path ? HARNESS_LIST("--config", config_path) : NULL,
+        .extra_args = args,
     };
     int r = harness_legbad_start(&options, &c.legbad);
     if (r == 0) {
-        c.legbad_configured = config_path != NULL;
-        snprintf(c.origin, sizeof(c.origin), "http://127.0.0.1:%u", c.legbad->port);
+        c.legbad_configured = config_path || tls;
+        c.ca_file = tls ? c.tls_cert : NULL;
+        snprintf(c.origin, sizeof(c.origin), "%s://127.0.0.1:%u", tls ? "https" : "http",
+                 c.legbad->port);
+        snprintf(c.origin_line, sizeof(c.origin_line), "Origin: %s", c.origin);
     }
     return r;
 }
 
-static void stop_legbad(void)
+/* One request to the current legbad, over HTTPS when it serves that. */
+static int legbad_http(const char *method, const char *path, const char *const headers[],
+                       const char *body, HarnessResponse *resp)
 {
-    if (!c.legbad)
-        return;
-    int status = harness_legbad_stop(c.legbad);
-    if (status != 0) {
-        fprintf(stderr, "it_console: legbad exited with status %d\n", status);
-        harness_dump_file(c.legbad->log_path);
-    }
-    harness_legbad_free(c.legbad);
-    c.legbad = NULL;
+    return harness_http_tls(c.legbad->port, c.ca_file, method, path, headers, body,
+                            body ? strlen(body) : 0, resp);
 }
 
 static int group_setup(void **state)
 {
+    /*
+     * A libvirtd that goes away mid-run (restarted, say) must fail a libvirt
+     * call, not kill the test with SIGPIPE and leave legbad and domains behind.
+     */
+    signal(SIGPIPE, SIG_IGN);
     virSetErrorFunc(NULL, silence);
     c.conn = virConnectOpen(QEMU_URI);
     if (!c.conn) {
@@ -224,16 +189,11 @@ static int group_setup(void **state)
         return -1;
     if (harness_build_image(c.images_dir, "tiny") != 0)
         return -1;
-    cJSON *json = NULL;
-    if (harness_legbactl(c.data_dir, HARNESS_LIST("org", "create", "console-test"), &json) != 0 ||
-        !json_string(json, "org_uuid") || !json_string(json, "token")) {
-        cJSON_Delete(json);
+    if (harness_org_create(c.data_dir, "console-test", &c.org) < 0)
         return -1;
-    }
-    snprintf(c.org, sizeof(c.org), "%s", json_string(json, "org_uuid"));
-    snprintf(c.auth, sizeof(c.auth), "Authorization: Bearer %s", json_string(json, "token"));
-    cJSON_Delete(json);
-    return start_legbad(NULL);
+    if (harness_tls_cert(c.dir, &c.tls_cert, &c.tls_key) < 0)
+        return -1;
+    return start_legbad(NULL, false);
 }
 
 /* Destroys every domain of this run (its disks are in our temp dir); returns how many. */
@@ -259,22 +219,18 @@ static int destroy_our_domains(void)
 
 static int group_teardown(void **state)
 {
-    stop_legbad();
+    harness_legbad_stop_free(&c.legbad);
     if (c.conn) {
         destroy_our_domains();
         virConnectClose(c.conn);
     }
-    if (c.dir) {
-        const char *keep = getenv("LEGBA_IT_KEEP");
-        if (keep && keep[0] && strcmp(keep, "0") != 0)
-            fprintf(stderr, "it_console: kept %s\n", c.dir);
-        else
-            harness_rmtree(c.dir);
-    }
+    harness_tempdir_remove(c.dir);
     free(c.dir);
     free(c.data_dir);
     free(c.images_dir);
     free(c.overlays_dir);
+    free(c.tls_cert);
+    free(c.tls_key);
     return 0;
 }
 
@@ -287,10 +243,10 @@ static int test_setup(void **state)
                     c.legbad->exit_status);
             harness_dump_file(c.legbad->log_path);
         }
-        stop_legbad();
+        harness_legbad_stop_free(&c.legbad);
     }
     memset(c.created, 0, sizeof(c.created));
-    return c.legbad ? 0 : start_legbad(NULL);
+    return c.legbad ? 0 : start_legbad(NULL, false);
 }
 
 static void forget_created(const char *uuid)
@@ -331,7 +287,7 @@ static int test_teardown(void **state)
         c.legbad = NULL;
         leftovers++;
     }
-    if (!c.legbad && start_legbad(NULL) < 0)
+    if (!c.legbad && start_legbad(NULL, false) < 0)
         leftovers++;
     for (size_t i = 0; i < MAX_CREATED; i++) {
         if (!c.created[i][0])
@@ -339,9 +295,8 @@ static int test_teardown(void **state)
         fprintf(stderr, "it_console: instance %s was not deleted by the test\n", c.created[i]);
         char path[160];
         HarnessResponse resp = {0};
-        snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org, c.created[i]);
-        if (c.legbad &&
-            harness_http(c.legbad->port, "DELETE", path, HARNESS_LIST(c.auth), NULL, 0, &resp) == 0)
+        snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org.uuid, c.created[i]);
+        if (c.legbad && legbad_http("DELETE", path, HARNESS_LIST(c.org.auth), NULL, &resp) == 0)
             harness_response_done(&resp);
         c.created[i][0] = '\0';
         leftovers++;
@@ -358,19 +313,18 @@ static int test_teardown(void **state)
 
 /* ---- instances and console sessions ---- */
 
-static void console_create(Console *ret)
+static void console_create(HarnessConsole *ret)
 {
-    char path[160], want[160];
+    char path[160];
     static const char body[] = "{\"image\":\"tiny\",\"size\":\"small\"}";
     HarnessResponse resp = {0};
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances", c.org);
-    assert_int_equal(harness_http(c.legbad->port, "POST", path,
-                                  HARNESS_LIST(c.auth, "Content-Type: application/json"), body,
-                                  strlen(body), &resp),
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances", c.org.uuid);
+    assert_int_equal(legbad_http("POST", path,
+                                 HARNESS_LIST(c.org.auth, "Content-Type: application/json"), body,
+                                 &resp),
                      0);
     assert_status(&resp, 201);
     const char *uuid = json_string(resp.json, "instance_uuid");
-    const char *url = json_string(resp.json, "access_url");
     assert_non_null(uuid);
     for (size_t i = 0; i < MAX_CREATED; i++) {
         if (!c.created[i][0]) {
@@ -382,14 +336,9 @@ static void console_create(Console *ret)
                "running") != 0)
         fail_response(__FILE__, __LINE__, &resp, "status running expected");
 
-    /* http://127.0.0.1:PORT/console/<uuid>/#key=<64 lowercase hex>, nothing more. */
-    snprintf(want, sizeof(want), "%s/console/%s/#key=", c.origin, uuid);
-    if (!url || strncmp(url, want, strlen(want)) != 0 ||
-        strlen(url) != strlen(want) + KEY_HEX_LEN || !is_lower_hex(url + strlen(want), KEY_HEX_LEN))
-        fail_response(__FILE__, __LINE__, &resp, "access_url %s<64 lowercase hex> expected", want);
-    *ret = (Console){0};
+    *ret = (HarnessConsole){0};
+    assert_access_url(&resp, c.origin, uuid, ret->key);
     snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
-    snprintf(ret->key, sizeof(ret->key), "%s", url + strlen(want));
     snprintf(ret->prefix, sizeof(ret->prefix), "/console/%s/", uuid);
     harness_response_done(&resp);
 }
@@ -398,79 +347,36 @@ static void console_delete(const char *uuid)
 {
     char path[160];
     HarnessResponse resp = {0};
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org, uuid);
-    assert_int_equal(
-        harness_http(c.legbad->port, "DELETE", path, HARNESS_LIST(c.auth), NULL, 0, &resp), 0);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org.uuid, uuid);
+    assert_int_equal(legbad_http("DELETE", path, HARNESS_LIST(c.org.auth), NULL, &resp), 0);
     assert_status(&resp, 204);
     harness_response_done(&resp);
     forget_created(uuid);
 }
 
 /* The key for a cookie, as the viewer page does it: same origin, JSON body. */
-static void console_login(Console *console)
+static void console_login(HarnessConsole *console)
 {
-    char path[160], body[128], origin[96];
     HarnessResponse resp = {0};
-    snprintf(path, sizeof(path), "%ssession", console->prefix);
-    snprintf(body, sizeof(body), "{\"key\":\"%s\"}", console->key);
-    snprintf(origin, sizeof(origin), "Origin: %s", c.origin);
-    assert_int_equal(harness_http(c.legbad->port, "POST", path,
-                                  HARNESS_LIST("Content-Type: application/json", origin), body,
-                                  strlen(body), &resp),
+    assert_int_equal(harness_console_session_tls(c.legbad->port, c.ca_file, console->uuid,
+                                                 console->key, c.origin_line, &resp),
                      0);
-    assert_status(&resp, 204);
-    const char *cookie = harness_header(&resp, "Set-Cookie");
-    static const char name[] = "legba_console=";
-    if (!cookie || strncmp(cookie, name, strlen(name)) != 0 ||
-        strcspn(cookie + strlen(name), ";") != KEY_HEX_LEN ||
-        !is_lower_hex(cookie + strlen(name), KEY_HEX_LEN))
-        fail_response(__FILE__, __LINE__, &resp, "Set-Cookie legba_console=<64 hex>; … expected");
-    snprintf(console->cookie, sizeof(console->cookie), "Cookie: %.*s",
-             (int)strlen(name) + KEY_HEX_LEN, cookie);
+    assert_console_login(&resp, console);
+    /* Under HTTPS the cookie never travels in clear. */
+    const char *set = harness_header(&resp, "Set-Cookie");
+    if ((strstr(set, "; Secure") != NULL) != (c.ca_file != NULL))
+        fail_response(__FILE__, __LINE__, &resp, "Set-Cookie '%s': %s expected", set,
+                      c.ca_file ? "; Secure" : "no Secure");
     harness_response_done(&resp);
 }
 
-/* Opens uuid's console WebSocket with an optional cookie line and origin. */
-static int ws_open(const char *uuid, const char *cookie, const char *origin, HarnessWs **ret,
-                   HarnessResponse *refusal)
-{
-    char path[160], origin_line[160];
-    const char *headers[3] = {0};
-    size_t n = 0;
-    snprintf(path, sizeof(path), "/console/%s/websocket", uuid);
-    if (cookie)
-        headers[n++] = cookie;
-    if (origin) {
-        snprintf(origin_line, sizeof(origin_line), "Origin: %s", origin);
-        headers[n++] = origin_line;
-    }
-    return harness_ws_connect(c.legbad->port, path, headers, ret, refusal);
-}
-
-/* The console is refused with this status and error code. */
-static void assert_ws_refused(const char *uuid, const char *cookie, const char *origin,
-                              int want_status, const char *want_code)
-{
-    HarnessWs *ws = NULL;
-    HarnessResponse refusal = {0};
-    int r = ws_open(uuid, cookie, origin, &ws, &refusal);
-    if (r == 0) {
-        harness_ws_free(ws);
-        fail_msg("WebSocket to %s (cookie %s, origin %s) was opened; %d %s expected", uuid,
-                 cookie ? "given" : "none", origin ? origin : "none", want_status, want_code);
-    }
-    if (r != -ECONNREFUSED)
-        fail_msg("WebSocket to %s: no HTTP answer: %s", uuid, strerror(-r));
-    assert_error(&refusal, want_status, want_code);
-    harness_response_done(&refusal);
-}
-
 /* The console opens: 101 and a WebSocket, or the test fails with the refusal. */
-static Stream *ws_open_ok(const Console *console)
+static Stream *ws_open_ok(const HarnessConsole *console)
 {
     HarnessWs *ws = NULL;
     HarnessResponse refusal = {0};
-    int r = ws_open(console->uuid, console->cookie, c.origin, &ws, &refusal);
+    int r = harness_console_ws_connect_tls(c.legbad->port, c.ca_file, console->uuid,
+                                           console->cookie, c.origin_line, &ws, &refusal);
     if (r == -ECONNREFUSED)
         fail_response(__FILE__, __LINE__, &refusal, "101 Switching Protocols expected");
     if (r < 0)
@@ -484,9 +390,9 @@ static Stream *ws_open_ok(const Console *console)
  */
 static void stream_read(Stream *s, void *out, size_t n, int timeout_ms)
 {
-    long long deadline = monotonic_ms() + timeout_ms;
+    long long deadline = harness_now_ms() + timeout_ms;
     while (s->len - s->off < n) {
-        int r = stream_recv(s, deadline - monotonic_ms());
+        int r = stream_recv(s, deadline - harness_now_ms());
         const HarnessWsMessage *m = &s->last;
         if (r < 0)
             fail_msg("waiting for %zu VNC bytes (%zu there): %s", n, s->len - s->off, strerror(-r));
@@ -575,9 +481,9 @@ static void rfb_handshake(Stream *s, uint16_t *ret_width, uint16_t *ret_height)
  */
 static void expect_close(Stream *s, int timeout_ms, int want_code)
 {
-    long long deadline = monotonic_ms() + timeout_ms;
+    long long deadline = harness_now_ms() + timeout_ms;
     for (;;) {
-        int r = stream_recv(s, deadline - monotonic_ms());
+        int r = stream_recv(s, deadline - harness_now_ms());
         if (r < 0)
             fail_msg("a close frame %d expected within %d ms: %s", want_code, timeout_ms,
                      strerror(-r));
@@ -613,7 +519,7 @@ static void finish_close(Stream *s, int code)
 
 static void http_get(const char *path, const char *const headers[], HarnessResponse *resp)
 {
-    int r = harness_http(c.legbad->port, "GET", path, headers, NULL, 0, resp);
+    int r = legbad_http("GET", path, headers, NULL, resp);
     if (r < 0)
         fail_msg("GET %s: no HTTP answer: %s", path, strerror(-r));
 }
@@ -623,14 +529,14 @@ static void http_get(const char *path, const char *const headers[], HarnessRespo
 /* Key, cookie, WebSocket, RFB 3.8, a whole frame of the screen, a ping. */
 static void console_happy_path(void **state)
 {
-    Console con;
+    HarnessConsole con;
     char path[160];
     HarnessResponse resp = {0};
     console_create(&con);
 
     /* GET shows the URL without its key. */
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org, con.uuid);
-    http_get(path, HARNESS_LIST(c.auth), &resp);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org.uuid, con.uuid);
+    http_get(path, HARNESS_LIST(c.org.auth), &resp);
     assert_status(&resp, 200);
     char want[160];
     snprintf(want, sizeof(want), "%s%s", c.origin, con.prefix);
@@ -664,9 +570,9 @@ static void console_happy_path(void **state)
     /* A ping is answered with a pong of the same payload (VNC data may come first). */
     static const char ping[] = "legba-console-ping-0123456789";
     assert_int_equal(harness_ws_send(s->ws, HARNESS_WS_PING, ping, strlen(ping)), 0);
-    long long deadline = monotonic_ms() + 10000;
+    long long deadline = harness_now_ms() + 10000;
     for (;;) {
-        int r = stream_recv(s, deadline - monotonic_ms());
+        int r = stream_recv(s, deadline - harness_now_ms());
         if (r < 0)
             fail_msg("no pong within 10 s: %s", strerror(-r));
         if (s->last.opcode == HARNESS_WS_CLOSE)
@@ -695,10 +601,10 @@ static void console_viewer_limit(void **state)
     assert_non_null(f);
     fprintf(f, "# one viewer per instance\nconsole_max_viewers = 1\n");
     fclose(f);
-    stop_legbad();
-    assert_int_equal(start_legbad(conf), 0);
+    harness_legbad_stop_free(&c.legbad);
+    assert_int_equal(start_legbad(conf, false), 0);
 
-    Console con;
+    HarnessConsole con;
     console_create(&con);
     console_login(&con);
     Stream *first = ws_open_ok(&con);
@@ -707,19 +613,20 @@ static void console_viewer_limit(void **state)
     stream_read(first, version, 12, RFB_TIMEOUT_MS);
     assert_string_equal(version, "RFB 003.008\n");
 
-    assert_ws_refused(con.uuid, con.cookie, c.origin, 429, "too_many_viewers");
+    assert_ws_refused(c.legbad->port, con.uuid, con.cookie, c.origin_line, 429, "too_many_viewers");
 
     /* The first one leaves as a browser does; within 2 s a new viewer gets in. */
     assert_int_equal(harness_ws_send(first->ws, HARNESS_WS_CLOSE, (uint8_t[]){0x03, 0xe8}, 2), 0);
     expect_close(first, 5000, 0);
     stream_close(first);
-    long long start = monotonic_ms();
+    long long start = harness_now_ms();
     HarnessWs *ws = NULL;
     HarnessResponse refusal = {0};
     int r;
     for (;;) {
-        r = ws_open(con.uuid, con.cookie, c.origin, &ws, &refusal);
-        if (r == 0 || monotonic_ms() - start > 2000)
+        r = harness_console_ws_connect_tls(c.legbad->port, c.ca_file, con.uuid, con.cookie,
+                                           c.origin_line, &ws, &refusal);
+        if (r == 0 || harness_now_ms() - start > 2000)
             break;
         if (r == -ECONNREFUSED && refusal.status != 429)
             break;
@@ -731,7 +638,7 @@ static void console_viewer_limit(void **state)
                       "a new viewer should get in within 2 s of the first one closing");
     assert_int_equal(r, 0);
     print_message("the second viewer got in %lld ms after the first closed\n",
-                  monotonic_ms() - start);
+                  harness_now_ms() - start);
     /* And it is a working console. */
     Stream *second = stream_new(ws);
     memset(version, 0, sizeof(version));
@@ -740,13 +647,13 @@ static void console_viewer_limit(void **state)
     stream_close(second);
 
     console_delete(con.uuid);
-    stop_legbad();
+    harness_legbad_stop_free(&c.legbad);
 }
 
 /* On a running instance: only its own cookie, from its own origin, opens it. */
 static void console_refusals(void **state)
 {
-    Console a, b;
+    HarnessConsole a, b;
     char path[160];
     HarnessResponse resp = {0};
     console_create(&a);
@@ -755,16 +662,17 @@ static void console_refusals(void **state)
     console_login(&b);
 
     /* A's cookie on B's console. */
-    assert_ws_refused(b.uuid, a.cookie, c.origin, 403, "forbidden");
+    assert_ws_refused(c.legbad->port, b.uuid, a.cookie, c.origin_line, 403, "forbidden");
     snprintf(path, sizeof(path), "%sstatus", b.prefix);
     http_get(path, HARNESS_LIST(a.cookie), &resp);
     assert_error(&resp, 403, "forbidden");
     harness_response_done(&resp);
     /* A cross-site page with the right cookie, and no Origin at all. */
-    assert_ws_refused(a.uuid, a.cookie, "http://evil.example", 403, "origin_refused");
-    assert_ws_refused(a.uuid, a.cookie, NULL, 403, "origin_refused");
+    assert_ws_refused(c.legbad->port, a.uuid, a.cookie, "Origin: http://evil.example", 403,
+                      "origin_refused");
+    assert_ws_refused(c.legbad->port, a.uuid, a.cookie, NULL, 403, "origin_refused");
     /* No cookie. */
-    assert_ws_refused(a.uuid, NULL, c.origin, 403, "forbidden");
+    assert_ws_refused(c.legbad->port, a.uuid, NULL, c.origin_line, 403, "forbidden");
 
     /*
      * None of that took a viewer slot: all four of the default
@@ -773,7 +681,7 @@ static void console_refusals(void **state)
     Stream *viewers[4];
     for (size_t i = 0; i < 4; i++)
         viewers[i] = ws_open_ok(&a);
-    assert_ws_refused(a.uuid, a.cookie, c.origin, 429, "too_many_viewers");
+    assert_ws_refused(c.legbad->port, a.uuid, a.cookie, c.origin_line, 429, "too_many_viewers");
     for (size_t i = 0; i < 4; i++)
         stream_close(viewers[i]);
     stream_close(ws_open_ok(&b));
@@ -791,15 +699,14 @@ typedef struct {
 static void *delete_run(void *arg)
 {
     DeleteJob *job = arg;
-    job->r = harness_http(c.legbad->port, "DELETE", job->path, HARNESS_LIST(c.auth), NULL, 0,
-                          &job->resp);
+    job->r = legbad_http("DELETE", job->path, HARNESS_LIST(c.org.auth), NULL, &job->resp);
     return NULL;
 }
 
 /* DELETE closes an open console within a second, and its URL is gone. */
 static void console_delete_closes(void **state)
 {
-    Console con;
+    HarnessConsole con;
     console_create(&con);
     console_login(&con);
     Stream *s = ws_open_ok(&con);
@@ -807,17 +714,17 @@ static void console_delete_closes(void **state)
     rfb_handshake(s, &width, &height);
 
     DeleteJob job = {0};
-    snprintf(job.path, sizeof(job.path), "/orgs/%s/api/instances/%s", c.org, con.uuid);
+    snprintf(job.path, sizeof(job.path), "/orgs/%s/api/instances/%s", c.org.uuid, con.uuid);
     pthread_t thread;
-    long long start = monotonic_ms();
+    long long start = harness_now_ms();
     assert_int_equal(pthread_create(&thread, NULL, delete_run, &job), 0);
 
     /* A close frame 4000 "instance deleted", or the connection's end, within 1 s. */
     int r;
     do
-        r = stream_recv(s, start + 1000 - monotonic_ms());
+        r = stream_recv(s, start + 1000 - harness_now_ms());
     while (r == 0 && s->last.opcode != HARNESS_WS_CLOSE);
-    long long elapsed = monotonic_ms() - start;
+    long long elapsed = harness_now_ms() - start;
     pthread_join(thread, NULL);
     forget_created(con.uuid);
     if (r < 0 && r != -ECONNRESET)
@@ -847,7 +754,7 @@ static void console_delete_closes(void **state)
 /* What a viewer may not send: text (1003), a frame past the message limit (1009). */
 static void console_bad_frames(void **state)
 {
-    Console con;
+    HarnessConsole con;
     console_create(&con);
     console_login(&con);
 
@@ -869,6 +776,88 @@ static void console_bad_frames(void **state)
     console_delete(con.uuid);
 }
 
+/*
+ * The console over legbad's own HTTPS: an https:// access URL, a Secure
+ * cookie, the WebSocket over TLS, RFB 3.8 and one small FramebufferUpdate
+ * (Debian's libmicrohttpd relays an upgraded TLS connection through a tiny
+ * buffer, so nothing big: README, "Known limit"); then DELETE over HTTPS
+ * ends the console within 2 s and the page is gone.
+ */
+static void console_tls(void **state)
+{
+    harness_legbad_stop_free(&c.legbad);
+    assert_int_equal(start_legbad(NULL, true), 0);
+
+    HarnessConsole con;
+    long long t0 = harness_now_ms();
+    console_create(&con); /* access_url https://127.0.0.1:PORT/console/<uuid>/#key=… */
+    long long t_created = harness_now_ms();
+    console_login(&con); /* with Secure */
+    long long t_login = harness_now_ms();
+    Stream *s = ws_open_ok(&con);
+    long long t_open = harness_now_ms();
+    uint16_t width, height;
+    rfb_handshake(s, &width, &height);
+    long long t_rfb = harness_now_ms();
+
+    /*
+     * QEMU answers a new viewer's first request, whatever its region, with
+     * the whole screen (720x400 raw: 1.1 MB, seconds through the TLS relay,
+     * and the close frame of the DELETE below would queue behind it).
+     * SetEncodings [hextile] keeps that small; then FramebufferUpdateRequest,
+     * not incremental, the 16x16 top left corner.
+     */
+    static const uint8_t hextile[8] = {2, 0, 0, 1, 0, 0, 0, 5};
+    static const uint8_t request[10] = {3, 0, 0, 0, 0, 0, 0, 16, 0, 16};
+    stream_write(s, hextile, sizeof(hextile));
+    stream_write(s, request, sizeof(request));
+    uint8_t update[4];
+    stream_read(s, update, sizeof(update), FRAMEBUFFER_UPDATE_TIMEOUT_MS);
+    assert_int_equal(update[0], 0); /* FramebufferUpdate */
+    assert_true(be16(update + 2) >= 1);
+    long long t_update = harness_now_ms();
+
+    /* DELETE over HTTPS: the console gets its close frame, or its end, within 2 s. */
+    DeleteJob job = {0};
+    snprintf(job.path, sizeof(job.path), "/orgs/%s/api/instances/%s", c.org.uuid, con.uuid);
+    pthread_t thread;
+    long long start = harness_now_ms();
+    assert_int_equal(pthread_create(&thread, NULL, delete_run, &job), 0);
+    int r;
+    do
+        r = stream_recv(s, start + 2000 - harness_now_ms());
+    while (r == 0 && s->last.opcode != HARNESS_WS_CLOSE);
+    long long elapsed = harness_now_ms() - start;
+    pthread_join(thread, NULL);
+    forget_created(con.uuid);
+    if (r < 0 && r != -ECONNRESET)
+        fail_msg("the console over TLS was neither closed nor ended %lld ms after DELETE was sent "
+                 "(%s); DELETE answered %d",
+                 elapsed, strerror(-r), job.resp.status);
+    print_message("over TLS (%ux%u screen): create %lld ms, session %lld ms, WebSocket open %lld "
+                  "ms, RFB handshake %lld ms, 16x16 update %lld ms; console %s %lld ms after "
+                  "DELETE (close code %d '%s')\n",
+                  width, height, t_created - t0, t_login - t_created, t_open - t_login,
+                  t_rfb - t_open, t_update - t_rfb, r == 0 ? "closed" : "ended", elapsed,
+                  s->last.close_code, s->last.data ? (char *)s->last.data : "");
+    assert_true(elapsed <= 2000);
+    if (r == 0) {
+        assert_int_equal(s->last.close_code, 4000);
+        assert_string_equal((char *)s->last.data, "instance deleted");
+        finish_close(s, 4000);
+    }
+    stream_close(s);
+    assert_int_equal(job.r, 0);
+    assert_status(&job.resp, 204);
+    harness_response_done(&job.resp);
+
+    HarnessResponse resp = {0};
+    http_get(con.prefix, NULL, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    harness_legbad_stop_free(&c.legbad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -877,6 +866,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(console_bad_frames, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(console_delete_closes, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(console_viewer_limit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(console_tls, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("it_console", tests, group_setup, group_teardown);
 }

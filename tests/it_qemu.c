@@ -33,8 +33,7 @@
 
 static struct {
     char *dir, *data_dir, *images_dir;
-    char org[UUID_STR_LEN];
-    char auth[160];
+    HarnessOrg org;
     HarnessLegbad *legbad;
     virConnectPtr conn;
 } q;
@@ -93,15 +92,8 @@ static int group_setup(void **state)
     free(cmd_dst);
     free(manifest);
 
-    cJSON *json = NULL;
-    if (harness_legbactl(q.data_dir, HARNESS_LIST("org", "create", "qemu-test"), &json) != 0 ||
-        !json)
+    if (harness_org_create(q.data_dir, "qemu-test", &q.org) < 0)
         return -1;
-    snprintf(q.org, sizeof(q.org), "%s",
-             cJSON_GetStringValue(cJSON_GetObjectItem(json, "org_uuid")));
-    snprintf(q.auth, sizeof(q.auth), "Authorization: Bearer %s",
-             cJSON_GetStringValue(cJSON_GetObjectItem(json, "token")));
-    cJSON_Delete(json);
     return start_legbad();
 }
 
@@ -125,8 +117,7 @@ static int group_teardown(void **state)
         free(doms);
         virConnectClose(q.conn);
     }
-    if (q.dir && !getenv("LEGBA_IT_KEEP"))
-        harness_rmtree(q.dir);
+    harness_tempdir_remove(q.dir);
     free(q.dir);
     free(q.data_dir);
     free(q.images_dir);
@@ -145,9 +136,9 @@ static void create_image_instance(const char *image, char ret[UUID_STR_LEN])
     char path[128], body[128];
     snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"small\"}", image);
     HarnessResponse resp = {0};
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances", q.org);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances", q.org.uuid);
     assert_int_equal(harness_http(q.legbad->port, "POST", path,
-                                  HARNESS_LIST(q.auth, "Content-Type: application/json"), body,
+                                  HARNESS_LIST(q.org.auth, "Content-Type: application/json"), body,
                                   strlen(body), &resp),
                      0);
     assert_http_status(&resp, 201);
@@ -165,8 +156,8 @@ static void create_instance(char ret[UUID_STR_LEN])
 static int request(const char *method, const char *uuid, HarnessResponse *resp)
 {
     char path[160];
-    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", q.org, uuid);
-    return harness_http(q.legbad->port, method, path, HARNESS_LIST(q.auth), NULL, 0, resp);
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", q.org.uuid, uuid);
+    return harness_http(q.legbad->port, method, path, HARNESS_LIST(q.org.auth), NULL, 0, resp);
 }
 
 static char *instance_status(const char *uuid)
@@ -290,7 +281,7 @@ static void test_create_console_delete(void **state)
     assert_int_equal(virDomainIsActive(dom), 1);
     char *xml = virDomainGetXMLDesc(dom, 0);
     assert_non_null(xml);
-    assert_non_null(strstr(xml, q.org));
+    assert_non_null(strstr(xml, q.org.uuid));
     assert_non_null(strstr(xml, "legba:instance"));
     assert_null(strstr(xml, "<interface"));
     assert_non_null(strstr(xml, "<listen type='none'/>"));
@@ -377,7 +368,7 @@ static void mark_creating(Store *store, void *uuid)
     /* A create cut short after the overlay, before libvirt: a record and a disk, no domain. */
     StoreInstance instance = {.state = INSTANCE_CREATING, .created_at = time(NULL)};
     snprintf(instance.uuid, sizeof(instance.uuid), "%s", (char *)uuid);
-    snprintf(instance.org_uuid, sizeof(instance.org_uuid), "%s", q.org);
+    snprintf(instance.org_uuid, sizeof(instance.org_uuid), "%s", q.org.uuid);
     snprintf(instance.image, sizeof(instance.image), "tiny");
     snprintf(instance.size, sizeof(instance.size), "small");
     assert_int_equal(store_instance_insert(store, &instance), 0);
@@ -424,7 +415,7 @@ static void test_restart_reconciles(void **state)
              "<metadata><legba:instance xmlns:legba='https://legba.dev/xmlns/instance/1' "
              "install='%s' uuid='%s' org='%s'/></metadata>"
              "<os><type arch='x86_64'>hvm</type></os></domain>",
-             foreign, other_install, foreign, q.org);
+             foreign, other_install, foreign, q.org.uuid);
     dom = virDomainDefineXML(q.conn, foreign_xml);
     assert_non_null(dom);
     virDomainFree(dom);

@@ -4,13 +4,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,13 +34,6 @@ static void sleep_ms(long ms)
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
@@ -98,24 +89,11 @@ static int command(WebDriver *driver, const char *method, const char *path, bool
     return 0;
 }
 
-/* Whether something listens on the loopback port (a connect, nothing sent). */
-static bool port_accepts(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
-
 /* chromedriver is up once /status says ready; it may take a while on a loaded host. */
 static int wait_for_status(WebDriver *driver)
 {
-    long long deadline = now_ms() + WEBDRIVER_START_TIMEOUT_S * 1000LL;
-    while (now_ms() < deadline) {
+    long long deadline = harness_now_ms() + WEBDRIVER_START_TIMEOUT_S * 1000LL;
+    while (harness_now_ms() < deadline) {
         int status;
         if (waitpid(driver->pid, &status, WNOHANG) == driver->pid) {
             driver->pid = 0;
@@ -124,7 +102,7 @@ static int wait_for_status(WebDriver *driver)
             return -ECHILD;
         }
         /* Connection refused is normal while it starts, and not worth a message. */
-        if (!port_accepts(driver->port)) {
+        if (!harness_port_accepts(driver->port)) {
             sleep_ms(100);
             continue;
         }
@@ -538,9 +516,9 @@ int webdriver_quit(WebDriver *driver)
     }
     if (driver->pid > 0) {
         kill(driver->pid, SIGTERM);
-        long long deadline = now_ms() + WEBDRIVER_STOP_GRACE_MS;
+        long long deadline = harness_now_ms() + WEBDRIVER_STOP_GRACE_MS;
         while (waitpid(driver->pid, NULL, WNOHANG) == 0) {
-            if (now_ms() >= deadline) {
+            if (harness_now_ms() >= deadline) {
                 fprintf(stderr, "webdriver: chromedriver ignored SIGTERM; killing it\n");
                 kill(driver->pid, SIGKILL);
                 waitpid(driver->pid, NULL, 0);
@@ -553,9 +531,9 @@ int webdriver_quit(WebDriver *driver)
     if (driver->pgid <= 0)
         return 0;
     /* Chromium's helpers may need a moment after the browser process went away. */
-    long long deadline = now_ms() + WEBDRIVER_STOP_GRACE_MS;
+    long long deadline = harness_now_ms() + WEBDRIVER_STOP_GRACE_MS;
     int left;
-    while ((left = survivors(driver, 0)) > 0 && now_ms() < deadline)
+    while ((left = survivors(driver, 0)) > 0 && harness_now_ms() < deadline)
         sleep_ms(100);
     if (left > 0) {
         fprintf(stderr, "webdriver: %d processes of chromedriver's left running; killing them\n",
