@@ -23,6 +23,9 @@
  *            (any failure undoes the steps already done, newest first)
  *   delete:  RUNNING|STOPPED → DELETING → destroy+undefine → overlay removed
  *            → record removed → 204
+ *   expiry:  like delete, but the record ends TERMINATED (shown for
+ *            terminated_retention, then removed by the janitor)
+ *   stop/start: power off/on; the domain and its disk stay
  *   events:  libvirt says a domain stopped/started → STOPPED/RUNNING
  *
  * CREATING and DELETING records are invisible to clients.
@@ -54,10 +57,12 @@ static bool visible(const StoreInstance *instance)
  */
 static cJSON *instance_to_json(const Api *api, const StoreInstance *instance, const char *secret)
 {
-    char created[UTIL_ISO8601_LEN], ready[UTIL_ISO8601_LEN];
+    char created[UTIL_ISO8601_LEN], ready[UTIL_ISO8601_LEN], expires[UTIL_ISO8601_LEN];
     util_format_iso8601(instance->created_at, created);
     if (instance->ready_at)
         util_format_iso8601(instance->ready_at, ready);
+    if (instance->expires_at)
+        util_format_iso8601(instance->expires_at, expires);
     _cleanup_free_ char *base = NULL, *access = NULL;
     if (access_base(api->viewer->base_template, instance->uuid, &base) < 0 ||
         access_url(base, instance->uuid, secret, &access) < 0)
@@ -73,7 +78,9 @@ static cJSON *instance_to_json(const Api *api, const StoreInstance *instance, co
                                  : cJSON_AddNullToObject(json, "start_url")) ||
         !cJSON_AddBoolToObject(json, "ready", instance->ready_at != 0) ||
         !(instance->ready_at ? cJSON_AddStringToObject(json, "ready_at", ready)
-                             : cJSON_AddNullToObject(json, "ready_at"))) {
+                             : cJSON_AddNullToObject(json, "ready_at")) ||
+        !(instance->expires_at ? cJSON_AddStringToObject(json, "expires_at", expires)
+                               : cJSON_AddNullToObject(json, "expires_at"))) {
         cJSON_Delete(json);
         return NULL;
     }
@@ -222,6 +229,20 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     snprintf(instance.size, sizeof(instance.size), "%s", body.size);
     if (body.start_url)
         snprintf(instance.start_url, sizeof(instance.start_url), "%s", body.start_url);
+    unsigned max = api->config->instance_timeout_max;
+    if (body.timeout_seconds > (long long)max) {
+        http_response_error(response, 400, "invalid_timeout",
+                            "timeout_seconds may be at most %u on this host", max);
+        goto cleanup;
+    }
+    instance.expires_at =
+        instance.created_at +
+        (body.timeout_seconds ? body.timeout_seconds : (long long)api->config->instance_timeout);
+    SizeInfo size_info;
+    if (domain_templates_describe(api->templates, body.size, &size_info) == 0) {
+        instance.vcpus = size_info.vcpus;
+        instance.memory_mib = size_info.memory_mib;
+    }
     char secret[ACCESS_SECRET_LEN + 1];
     int r = access_secret_generate(secret, instance.console_hash);
     if (r >= 0)
@@ -381,23 +402,109 @@ static void instance_new_access(Api *api, const Route *route, HttpResponse *resp
     http_response_json(response, 200, instance_to_json(api, &instance, secret));
 }
 
+int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, const char *why)
+{
+    StoreInstance instance;
+    int r = store_instance_get(api->store, instance_uuid, &instance);
+    if (r < 0)
+        return r;
+    /* A lifecycle event may flip running/stopped under us; only a vanished record is -ENOENT. */
+    for (unsigned attempt = 0;; attempt++) {
+        if (!visible(&instance) || (keep_record && instance.state == INSTANCE_TERMINATED))
+            return -ENOENT;
+        StoreInstance current;
+        r = store_instance_transition(api->store, instance.uuid, instance.state, INSTANCE_DELETING,
+                                      &current);
+        if (r != -ESTALE || attempt == 8)
+            break;
+        instance = current;
+    }
+    if (r == -ESTALE)
+        return -ENOENT; /* another request got there first (most likely a concurrent delete) */
+    if (r < 0)
+        return r;
+
+    /* Nobody watches a browser that is going away; its URL already answers 404. */
+    console_relay_revoke(api->viewer->relay, instance.uuid);
+    agent_hub_forget(api->agents, instance.uuid);
+    _cleanup_free_ char *error = NULL;
+    r = virt_domain_remove(api->virt, instance.uuid, &error);
+    if (r < 0 && r != -ENOENT) {
+        log_error("instance %s: cannot remove domain: %s", instance.uuid,
+                  error ? error : strerror(-r));
+        /* The domain is still there: give the instance back so a retry can succeed. */
+        store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING, instance.state,
+                                  NULL);
+        return -EAGAIN;
+    }
+    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
+    r = overlay ? disk_overlay_remove(overlay) : -ENOMEM;
+    if (r < 0) {
+        /* The record stays DELETING; the next start-up reconcile retries the disk. */
+        log_error("instance %s: cannot remove disk: %s", instance.uuid, strerror(-r));
+        return -EIO;
+    }
+    r = keep_record ? store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING,
+                                                INSTANCE_TERMINATED, NULL)
+                    : store_instance_delete(api->store, instance.uuid);
+    if (r < 0 && r != -ENOENT) {
+        log_error("instance %s: cannot %s record: %s", instance.uuid,
+                  keep_record ? "terminate its" : "delete its", strerror(-r));
+        return -EIO;
+    }
+    log_info("instance %s: %s (org %s)", instance.uuid, why, instance.org_uuid);
+    return 0;
+}
+
 static void instance_delete(Api *api, const Route *route, HttpResponse *response)
 {
     StoreInstance instance;
     if (find_instance(api, route, &instance, response) < 0)
         return;
-    /* A lifecycle event may flip running/stopped under us; only a vanished record is a 404. */
-    int r;
-    for (unsigned attempt = 0;; attempt++) {
-        StoreInstance current;
-        r = store_instance_transition(api->store, instance.uuid, instance.state, INSTANCE_DELETING,
-                                      &current);
-        if (r != -ESTALE || !visible(&current) || attempt == 8)
-            break;
-        instance = current;
+    int r = api_instance_destroy(api, instance.uuid, false, "deleted");
+    if (r == -ENOENT) {
+        not_found(response);
+    } else if (r == -EAGAIN) {
+        response->retry_after = 5;
+        http_response_error(response, 503, "delete_failed",
+                            "the virtual machine could not be destroyed; try again");
+    } else if (r < 0) {
+        internal_error(response);
+    } else {
+        response->status = 204;
     }
-    if (r == -ESTALE || r == -ENOENT) {
-        /* Another request got there first (most likely a concurrent delete). */
+}
+
+/* POST …/extend {"timeout_seconds": N}: the instance now ends N seconds from now. */
+static void instance_extend(Api *api, const Route *route, const HttpRequest *request,
+                            HttpResponse *response)
+{
+    StoreInstance instance;
+    if (find_instance(api, route, &instance, response) < 0)
+        return;
+    if (!api_content_type_is_json(request->content_type)) {
+        http_response_error(response, 415, "unsupported_media_type",
+                            "Content-Type must be application/json");
+        return;
+    }
+    long long seconds;
+    ApiError error;
+    if (api_extend_request_parse(request->body, request->body_len, &seconds, &error) < 0) {
+        http_response_error(response, error.status, error.code, "%s", error.message);
+        return;
+    }
+    if (seconds > (long long)api->config->instance_timeout_max) {
+        http_response_error(response, 400, "invalid_timeout",
+                            "timeout_seconds may be at most %u on this host",
+                            api->config->instance_timeout_max);
+        return;
+    }
+    int r = store_instance_set_expiry(api->store, instance.uuid, time(NULL) + seconds, &instance);
+    if (r == -ESTALE && instance.state == INSTANCE_TERMINATED) {
+        http_response_error(response, 409, "terminated", "the instance has already ended");
+        return;
+    }
+    if (r == -ENOENT || r == -ESTALE) {
         not_found(response);
         return;
     }
@@ -405,38 +512,57 @@ static void instance_delete(Api *api, const Route *route, HttpResponse *response
         internal_error(response);
         return;
     }
+    log_info("instance %s: now expires in %lld s", instance.uuid, seconds);
+    http_response_json(response, 200, instance_to_json(api, &instance, NULL));
+}
 
-    /* Nobody watches a browser that is going away; its URL already answers 404. */
-    console_relay_revoke(api->viewer->relay, instance.uuid);
-    agent_hub_forget(api->agents, instance.uuid);
-    _cleanup_free_ char *why = NULL;
-    r = virt_domain_remove(api->virt, instance.uuid, &why);
-    if (r < 0 && r != -ENOENT) {
-        log_error("instance %s: cannot remove domain: %s", instance.uuid, why ? why : strerror(-r));
-        /* The domain is still there: give the instance back so the client can retry. */
-        store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING, instance.state,
-                                  NULL);
-        response->retry_after = 5;
-        http_response_error(response, 503, "delete_failed",
-                            "the virtual machine could not be destroyed; try again");
+/* POST …/stop and …/start: power, not existence; answers the instance as it is now. */
+static void instance_power(Api *api, const Route *route, bool on, HttpResponse *response)
+{
+    StoreInstance instance;
+    if (find_instance(api, route, &instance, response) < 0)
+        return;
+    if (instance.state == INSTANCE_TERMINATED) {
+        http_response_error(response, 409, "terminated", "the instance has already ended");
         return;
     }
-    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
-    r = overlay ? disk_overlay_remove(overlay) : -ENOMEM;
-    if (r < 0) {
-        /* The record stays DELETING; the next start-up reconcile retries the disk. */
-        log_error("instance %s: cannot remove disk: %s", instance.uuid, strerror(-r));
-        internal_error(response);
+    InstanceState from = on ? INSTANCE_STOPPED : INSTANCE_RUNNING;
+    InstanceState to = on ? INSTANCE_RUNNING : INSTANCE_STOPPED;
+    if (instance.state == from) {
+        _cleanup_free_ char *why = NULL;
+        if (on) {
+            store_instance_clear_ready(api->store, instance.uuid);
+        } else {
+            console_relay_revoke(api->viewer->relay, instance.uuid);
+            agent_hub_forget(api->agents, instance.uuid);
+        }
+        int r = on ? virt_domain_power_on(api->virt, instance.uuid, &why)
+                   : virt_domain_power_off(api->virt, instance.uuid, &why);
+        if (r == -ENOENT) {
+            http_response_error(response, 409, "domain_gone",
+                                "the virtual machine no longer exists; delete the instance");
+            return;
+        }
+        if (r < 0) {
+            log_error("instance %s: cannot power %s: %s", instance.uuid, on ? "on" : "off",
+                      why ? why : strerror(-r));
+            response->retry_after = 5;
+            http_response_error(response, 503, "power_failed",
+                                "the virtual machine could not be powered %s; try again",
+                                on ? "on" : "off");
+            return;
+        }
+        /* The lifecycle event may have been first; either way the record says `to` now. */
+        store_instance_transition(api->store, instance.uuid, from, to, NULL);
+        if (on && api->agents)
+            agent_hub_watch(api->agents, instance.uuid, instance.start_url);
+        log_info("instance %s: powered %s", instance.uuid, on ? "on" : "off");
+    }
+    if (store_instance_get(api->store, instance.uuid, &instance) < 0) {
+        not_found(response);
         return;
     }
-    r = store_instance_delete(api->store, instance.uuid);
-    if (r < 0 && r != -ENOENT) {
-        log_error("instance %s: cannot delete record: %s", instance.uuid, strerror(-r));
-        internal_error(response);
-        return;
-    }
-    log_info("instance %s: deleted (org %s)", instance.uuid, instance.org_uuid);
-    response->status = 204;
+    http_response_json(response, 200, instance_to_json(api, &instance, NULL));
 }
 
 /*
@@ -580,6 +706,10 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
         instance_get(api, &route, response);
     else if (route.id == ROUTE_INSTANCE_ACCESS)
         instance_new_access(api, &route, response);
+    else if (route.id == ROUTE_INSTANCE_EXTEND)
+        instance_extend(api, &route, request, response);
+    else if (route.id == ROUTE_INSTANCE_STOP || route.id == ROUTE_INSTANCE_START)
+        instance_power(api, &route, route.id == ROUTE_INSTANCE_START, response);
     else if (route.id == ROUTE_IMAGES)
         respond_list(api, response, "images", image_catalog_count(api->images), fill_image);
     else if (route.id == ROUTE_SIZES)

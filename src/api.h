@@ -35,6 +35,14 @@ typedef struct {
  */
 unsigned api_check_catalog(const Api *api);
 
+/*
+ * Destroys an instance's domain and disk (the steps of a DELETE). The record
+ * is removed, or with keep_record it ends TERMINATED (an expiry). why goes
+ * into the log. -ENOENT (gone, or ending already), -EAGAIN (libvirt
+ * refused: the instance is as it was), -EIO (see the log).
+ */
+int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, const char *why);
+
 /* HttpHandler for the whole API; userdata is an Api. */
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response);
 

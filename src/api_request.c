@@ -139,10 +139,28 @@ out:
 }
 
 /* The fields a create request may carry; anything else is refused, not ignored. */
-static const char *const create_fields[] = {"image", "size", "start_url"};
+static const char *const create_fields[] = {"image", "size", "start_url", "timeout_seconds"};
 
-int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret_request,
-                             ApiError *ret_error)
+/* A whole number of seconds from 1 to API_TIMEOUT_MAX; a JSON number holds it exactly. */
+static int timeout_value(const cJSON *item, long long *ret, ApiError *ret_error)
+{
+    if (!cJSON_IsNumber(item))
+        return fail(ret_error, "invalid_type", "field 'timeout_seconds' must be a number");
+    double v = item->valuedouble;
+    if (!(v >= 1 && v <= (double)API_TIMEOUT_MAX) || v != (double)(long long)v)
+        return fail(ret_error, "invalid_timeout",
+                    "timeout_seconds must be a whole number of seconds from 1 to %lld",
+                    API_TIMEOUT_MAX);
+    *ret = (long long)v;
+    return 0;
+}
+
+/*
+ * One JSON object and nothing after it, whose every field is one of
+ * `fields` (allowed, a comma-separated list for messages) at most once.
+ */
+static int parse_object(const char *body, size_t len, const char *const *fields, size_t n_fields,
+                        const char *allowed, cJSON **ret_root, ApiError *ret_error)
 {
     if (len == 0)
         return fail(ret_error, "invalid_json", "request body is empty; expected a JSON object");
@@ -161,37 +179,51 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
     int r = 0;
     if (end && (size_t)(end - body) < len) {
         r = fail(ret_error, "invalid_json", "request body has data after the JSON value");
-        goto cleanup;
+        goto fail;
     }
     if (!cJSON_IsObject(root)) {
         r = fail(ret_error, "invalid_json", "request body must be a JSON object");
-        goto cleanup;
+        goto fail;
     }
 
     cJSON *item;
-    unsigned seen[ARRAY_SIZE(create_fields)] = {0};
+    unsigned seen[8] = {0};
     cJSON_ArrayForEach(item, root)
     {
         bool known = false;
-        for (size_t i = 0; i < ARRAY_SIZE(create_fields); i++) {
-            if (strcmp(item->string, create_fields[i]) != 0)
+        for (size_t i = 0; i < n_fields && i < ARRAY_SIZE(seen); i++) {
+            if (strcmp(item->string, fields[i]) != 0)
                 continue;
             known = true;
             if (seen[i]++ > 0) {
-                r = fail(ret_error, "invalid_json", "field '%s' appears more than once",
-                         create_fields[i]);
-                goto cleanup;
+                r = fail(ret_error, "invalid_json", "field '%s' appears more than once", fields[i]);
+                goto fail;
             }
         }
         if (!known) {
             r = printable_ascii(item->string, 64)
-                    ? fail(ret_error, "unknown_field",
-                           "unknown field '%s'; allowed: image, size, start_url", item->string)
-                    : fail(ret_error, "unknown_field",
-                           "unknown field; allowed: image, size, start_url");
-            goto cleanup;
+                    ? fail(ret_error, "unknown_field", "unknown field '%s'; allowed: %s",
+                           item->string, allowed)
+                    : fail(ret_error, "unknown_field", "unknown field; allowed: %s", allowed);
+            goto fail;
         }
     }
+    *ret_root = root;
+    return 0;
+
+fail:
+    cJSON_Delete(root);
+    return r;
+}
+
+int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret_request,
+                             ApiError *ret_error)
+{
+    cJSON *root = NULL;
+    int r = parse_object(body, len, create_fields, ARRAY_SIZE(create_fields),
+                         "image, size, start_url, timeout_seconds", &root, ret_error);
+    if (r < 0)
+        return r;
 
     const cJSON *image = cJSON_GetObjectItemCaseSensitive(root, "image");
     const cJSON *size = cJSON_GetObjectItemCaseSensitive(root, "size");
@@ -223,6 +255,14 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
         goto cleanup;
     }
 
+    long long timeout = 0;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "timeout_seconds");
+    if (t && !cJSON_IsNull(t)) {
+        r = timeout_value(t, &timeout, ret_error);
+        if (r < 0)
+            goto cleanup;
+    }
+
     char *image_copy = strdup(image->valuestring);
     char *size_copy = strdup(size->valuestring);
     char *url_copy = cJSON_IsString(url) ? strdup(url->valuestring) : NULL;
@@ -239,6 +279,7 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
     ret_request->image = image_copy;
     ret_request->size = size_copy;
     ret_request->start_url = url_copy;
+    ret_request->timeout_seconds = timeout;
 
 cleanup:
     cJSON_Delete(root);
@@ -253,4 +294,25 @@ void api_create_request_done(ApiCreateRequest *request)
     free(request->size);
     free(request->start_url);
     request->image = request->size = request->start_url = NULL;
+}
+
+int api_extend_request_parse(const char *body, size_t len, long long *ret_timeout_seconds,
+                             ApiError *ret_error)
+{
+    static const char *const fields[] = {"timeout_seconds"};
+    cJSON *root = NULL;
+    int r =
+        parse_object(body, len, fields, ARRAY_SIZE(fields), "timeout_seconds", &root, ret_error);
+    if (r < 0)
+        return r;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "timeout_seconds");
+    long long timeout;
+    if (!t)
+        r = fail(ret_error, "missing_field", "field 'timeout_seconds' is required");
+    else
+        r = timeout_value(t, &timeout, ret_error);
+    cJSON_Delete(root);
+    if (r == 0)
+        *ret_timeout_seconds = timeout;
+    return r;
 }

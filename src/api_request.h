@@ -16,10 +16,14 @@ typedef struct {
 /* Longest start_url accepted. */
 #define API_URL_MAX 2048
 
+/* Largest timeout_seconds the parser lets through (a year); the config's maximum is lower. */
+#define API_TIMEOUT_MAX (365LL * 24 * 3600)
+
 typedef struct {
     char *image;
     char *size;
-    char *start_url; /* NULL when not given */
+    char *start_url;           /* NULL when not given */
+    long long timeout_seconds; /* 0 when not given, else 1..API_TIMEOUT_MAX */
 } ApiCreateRequest;
 
 /* True for "application/json", any case, optionally followed by parameters. */
@@ -36,3 +40,7 @@ bool api_url_is_valid(const char *url, const char **ret_why);
 int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret_request,
                              ApiError *ret_error);
 void api_create_request_done(ApiCreateRequest *request);
+
+/* The body of …/extend: exactly {"timeout_seconds": N}. 0 or -EINVAL with *ret_error. */
+int api_extend_request_parse(const char *body, size_t len, long long *ret_timeout_seconds,
+                             ApiError *ret_error);

@@ -74,6 +74,14 @@ static const ConfigKey config_keys[] = {
      "a number of seconds from 1 to 3600"},
     {"max_instances", CONFIG_UNSIGNED, FIELD(max_instances), 1, 100000,
      "a whole number from 1 to 100000"},
+    {"instance_timeout", CONFIG_UNSIGNED, FIELD(instance_timeout), 1, 31536000,
+     "a number of seconds from 1 to 31536000"},
+    {"instance_timeout_max", CONFIG_UNSIGNED, FIELD(instance_timeout_max), 1, 31536000,
+     "a number of seconds from 1 to 31536000"},
+    {"idle_timeout", CONFIG_UNSIGNED, FIELD(idle_timeout), 0, 31536000,
+     "a number of seconds from 0 (never) to 31536000"},
+    {"terminated_retention", CONFIG_UNSIGNED, FIELD(terminated_retention), 0, 2592000,
+     "a number of seconds from 0 to 2592000"},
     {"guest_forward", CONFIG_LOOPBACK, FIELD(guest_forward), 0, 0,
      "empty, or 127.X.Y.Z:PORT (a loopback address and a port 1..65535)"},
 };
@@ -147,6 +155,10 @@ int config_init(Config *config)
         .connection_timeout = 30,
         .max_instances = 64,
         .console_max_viewers = 4,
+        .instance_timeout = 3600,
+        .instance_timeout_max = 86400,
+        .idle_timeout = 0,
+        .terminated_retention = 3600,
     };
     for (size_t i = 0; i < ARRAY_SIZE(defaults); i++) {
         if (util_strdup(defaults[i].value, string_field(&c, defaults[i].offset)) < 0) {
@@ -528,6 +540,10 @@ int config_check(const Config *config, char **ret_error)
     if (!config->tls_cert[0] != !config->tls_key[0])
         return util_set_error(ret_error, -EINVAL,
                               "tls_cert and tls_key go together: set both for HTTPS, or neither");
+    if (config->instance_timeout > config->instance_timeout_max)
+        return util_set_error(ret_error, -EINVAL,
+                              "instance_timeout (%u) is longer than instance_timeout_max (%u)",
+                              config->instance_timeout, config->instance_timeout_max);
     /* An access URL must name a host a browser can reach; 0.0.0.0 is not one. */
     if (!config->public_url[0] && (strcmp(config->listen_address, "0.0.0.0") == 0 ||
                                    strcmp(config->listen_address, "::") == 0))

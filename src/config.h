@@ -44,6 +44,11 @@ typedef struct {
     unsigned max_connections_per_ip; /* 64 */
     unsigned connection_timeout;     /* seconds, 30 */
     unsigned max_instances;          /* host-wide cap on live instances, 64 */
+    /* Lifetimes, in seconds: a create's default and its maximum (timeout_seconds). */
+    unsigned instance_timeout;     /* 3600 */
+    unsigned instance_timeout_max; /* 86400 */
+    unsigned idle_timeout;         /* no viewer for this long ends a running instance; 0 = never */
+    unsigned terminated_retention; /* how long an expired instance still shows; 3600 */
 } Config;
 
 /* Fills defaults. 0 or -ENOMEM. */

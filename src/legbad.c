@@ -17,6 +17,7 @@
 #include "http.h"
 #include "image.h"
 #include "install.h"
+#include "janitor.h"
 #include "log.h"
 #include "reconcile.h"
 #include "store.h"
@@ -209,6 +210,7 @@ int main(int argc, char **argv)
     HttpServer *server = NULL;
     AgentHub *agents = NULL;
     ConsoleRelay *consoles = NULL;
+    Janitor *janitor = NULL;
     _cleanup_free_ char *error = NULL;
     _cleanup_free_ char *base_template = NULL, *tls_cert = NULL, *tls_key = NULL;
     _cleanup_free_ char *accel_reason = NULL;
@@ -356,6 +358,16 @@ int main(int argc, char **argv)
         log_error("%s", error ? error : strerror(-r));
         goto out;
     }
+    r = janitor_start(&api, &janitor);
+    if (r < 0) {
+        log_error("cannot start the janitor thread: %s", strerror(-r));
+        goto out;
+    }
+    log_info("instances live %u s unless asked otherwise (at most %u s)%s; ended ones show for "
+             "%u s",
+             config.instance_timeout, config.instance_timeout_max,
+             config.idle_timeout ? ", or until nobody watched them for idle_timeout" : "",
+             config.terminated_retention);
     log_info("listening on %s%s%s:%u", strchr(config.listen_address, ':') ? "[" : "",
              config.listen_address, strchr(config.listen_address, ':') ? "]" : "",
              http_server_port(server));
@@ -366,6 +378,7 @@ int main(int argc, char **argv)
     ret = 0;
 
 out:
+    janitor_stop(janitor);
     /* Consoles first: libmicrohttpd must get every upgraded socket back before it stops. */
     console_relay_stop(consoles);
     http_server_stop(server);

@@ -18,6 +18,9 @@ typedef enum {
     ROUTE_IMAGES,          /* /orgs/{org_uuid}/api/images */
     ROUTE_SIZES,           /* /orgs/{org_uuid}/api/sizes */
     ROUTE_INSTANCE_ACCESS, /* /orgs/{org_uuid}/api/instances/{instance_uuid}/access */
+    ROUTE_INSTANCE_EXTEND, /* /orgs/{org_uuid}/api/instances/{instance_uuid}/extend */
+    ROUTE_INSTANCE_STOP,   /* /orgs/{org_uuid}/api/instances/{instance_uuid}/stop */
+    ROUTE_INSTANCE_START,  /* /orgs/{org_uuid}/api/instances/{instance_uuid}/start */
     /* The access URL's side: no Bearer token, the console cookie instead. */
     ROUTE_CONSOLE_BARE,    /* /console/{instance_uuid} (redirects to the page) */
     ROUTE_CONSOLE_PAGE,    /* /console/{instance_uuid}/ */

@@ -11,7 +11,8 @@
  *   instances      instance_uuid                         {"org_uuid","image","size","state",
  *                                                         "created_at","updated_at",
  *                                                         "start_url","ready_at",
- *                                                         "console_hash"}
+ *                                                         "console_hash","expires_at",
+ *                                                         "vcpus","memory_mib"}
  *   org_instances  org_uuid ‖ instance_uuid (72 bytes)   empty
  *
  * - Every uuid in a key or a value is the canonical lowercase 8-4-4-4-12 text,
@@ -317,7 +318,7 @@ typedef enum {
     FIELD_STATE,    /* InstanceState, by its name */
     FIELD_HASH,     /* uint8_t[AUTH_HASH_LEN]; only ever a key */
     FIELD_OPT_TEXT, /* char[size], 0 to size - 1 bytes; "" when absent from the value */
-    FIELD_OPT_TIME, /* int64_t; 0 when absent from the value */
+    FIELD_OPT_TIME, /* int64_t (a time, or any whole number); 0 when absent from the value */
 } FieldType;
 
 typedef struct {
@@ -341,7 +342,7 @@ typedef struct {
 typedef struct {
     size_t size;
     Field key;
-    Field fields[12]; /* up to the first without a name: at most 11 */
+    Field fields[16]; /* up to the first without a name: at most 15 */
 } RecordType;
 
 /* Room for a record of any type, so a copy can be built before it is handed out. */
@@ -752,7 +753,9 @@ static const RecordType instance_record = {
      FIELD(StoreInstance, created_at, FIELD_TIME), FIELD(StoreInstance, updated_at, FIELD_TIME),
      FIELD(StoreInstance, start_url, FIELD_OPT_TEXT),
      FIELD(StoreInstance, ready_at, FIELD_OPT_TIME),
-     FIELD(StoreInstance, console_hash, FIELD_OPT_TEXT)},
+     FIELD(StoreInstance, console_hash, FIELD_OPT_TEXT),
+     FIELD(StoreInstance, expires_at, FIELD_OPT_TIME), FIELD(StoreInstance, vcpus, FIELD_OPT_TIME),
+     FIELD(StoreInstance, memory_mib, FIELD_OPT_TIME)},
 };
 
 /* The org_instances key for an instance: org_uuid ‖ instance_uuid. */
@@ -1098,6 +1101,34 @@ int store_instance_set_console_hash(Store *store, const char *instance_uuid,
         strspn(hash, "0123456789abcdef") != STORE_CONSOLE_HASH_LEN - 1)
         return -EINVAL;
     return instance_update(store, instance_uuid, change_console_hash, hash, ret_instance);
+}
+
+static int change_expiry(StoreInstance *current, cJSON *json, const void *arg)
+{
+    int64_t expires_at = *(const int64_t *)arg;
+    if (current->state != INSTANCE_RUNNING && current->state != INSTANCE_STOPPED)
+        return -ESTALE;
+    current->expires_at = expires_at;
+    return json_set(json, "expires_at", cJSON_CreateNumber((double)expires_at));
+}
+
+int store_instance_set_expiry(Store *store, const char *instance_uuid, int64_t expires_at,
+                              StoreInstance *ret_instance)
+{
+    if (expires_at < 0)
+        return -EINVAL;
+    return instance_update(store, instance_uuid, change_expiry, &expires_at, ret_instance);
+}
+
+static int change_unready(StoreInstance *current, cJSON *json, const void *arg)
+{
+    current->ready_at = 0;
+    return json_set(json, "ready_at", cJSON_CreateNumber(0));
+}
+
+int store_instance_clear_ready(Store *store, const char *instance_uuid)
+{
+    return instance_update(store, instance_uuid, change_unready, NULL, NULL);
 }
 
 int store_instance_delete(Store *store, const char *instance_uuid)

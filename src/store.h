@@ -57,6 +57,10 @@ typedef struct {
     int64_t ready_at;                  /* when the guest first drew its page; 0 = not yet */
     /* Lowercase hex SHA-256 of the access URL's secret; "" when none was issued. */
     char console_hash[STORE_CONSOLE_HASH_LEN];
+    int64_t expires_at; /* when legbad destroys it; 0 = never */
+    /* The size's resources when it was created, for quotas and host admission. */
+    int64_t vcpus;
+    int64_t memory_mib;
 } StoreInstance;
 
 const char *instance_state_to_string(InstanceState state);
@@ -108,6 +112,11 @@ int store_instance_set_ready(Store *store, const char *instance_uuid, int64_t re
 int store_instance_set_console_hash(Store *store, const char *instance_uuid,
                                     const char hash[STORE_CONSOLE_HASH_LEN],
                                     StoreInstance *ret_instance);
+/* A new expiry for a RUNNING or STOPPED instance: -ESTALE otherwise, -ENOENT. */
+int store_instance_set_expiry(Store *store, const char *instance_uuid, int64_t expires_at,
+                              StoreInstance *ret_instance);
+/* Forgets the guest's readiness (the domain starts again): ready_at back to 0. */
+int store_instance_clear_ready(Store *store, const char *instance_uuid);
 int store_instance_delete(Store *store, const char *instance_uuid); /* -ENOENT */
 /* org_uuid NULL lists all; ordered by created_at then uuid within an org. */
 int store_instance_list(Store *store, const char *org_uuid, StoreInstance **ret_instances,

@@ -412,6 +412,36 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
     return r;
 }
 
+int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error)
+{
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
+    if (!dom)
+        return r;
+    r = 0;
+    if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0) {
+        set_error(ret_error, "power off");
+        r = -EIO;
+    }
+    virDomainFree(dom);
+    return r;
+}
+
+int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error)
+{
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
+    if (!dom)
+        return r;
+    r = 0;
+    if (virDomainIsActive(dom) != 1 && virDomainCreate(dom) < 0) {
+        set_error(ret_error, "power on");
+        r = -EIO;
+    }
+    virDomainFree(dom);
+    return r;
+}
+
 int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *ret_state,
                       char **ret_error)
 {

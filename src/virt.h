@@ -63,6 +63,9 @@ void virt_domain_name(const char *instance_uuid, char ret[VIRT_DOMAIN_NAME_LEN])
 int virt_domain_start(Virt *virt, const char *xml, char **ret_error);
 /* Hard-stops and undefines; -ENOENT when there was no such domain. */
 int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error);
+/* Pulls the plug (the domain stays defined, its disk stays) or starts it again. -ENOENT. */
+int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error);
+int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error);
 int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *ret_state,
                       char **ret_error);
 /* Every domain named like ours; *ret_domains malloc'd. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "util.h"
 #include "harness_assert.h"
 
 #define UUID_LEN 36
@@ -136,9 +137,9 @@ static const char *json_string(const cJSON *object, const char *name)
 static void assert_instance_object(const cJSON *json, const char *image, const char *size,
                                    const char *status)
 {
-    static const char *const fields[] = {"instance_uuid", "status",     "image",
-                                         "size",          "created_at", "access_url",
-                                         "start_url",     "ready",      "ready_at"};
+    static const char *const fields[] = {"instance_uuid", "status",     "image",     "size",
+                                         "created_at",    "access_url", "start_url", "ready",
+                                         "ready_at",      "expires_at"};
     const size_t n_fields = sizeof(fields) / sizeof(fields[0]);
     assert_true(cJSON_IsObject(json));
     assert_int_equal(cJSON_GetArraySize(json), n_fields);
@@ -152,6 +153,12 @@ static void assert_instance_object(const cJSON *json, const char *image, const c
     assert_string_equal(json_string(json, "image"), image);
     assert_string_equal(json_string(json, "size"), size);
     assert_created_at_recent(json_string(json, "created_at"));
+    /* No timeout_seconds in these creates: the default lifetime, an hour. */
+    int64_t created, expires;
+    assert_int_equal(util_parse_iso8601(json_string(json, "created_at"), &created), 0);
+    assert_non_null(json_string(json, "expires_at"));
+    assert_int_equal(util_parse_iso8601(json_string(json, "expires_at"), &expires), 0);
+    assert_int_equal(expires - created, 3600);
     /* The viewer's address on this legbad; the console tests check its exact form and key. */
     const char *access = json_string(json, "access_url");
     char console_path[64];
