@@ -190,6 +190,43 @@ static void create_rollback(Api *api, const StoreInstance *instance, const char 
         log_error("instance %s: rollback: cannot delete record: %s", instance->uuid, strerror(-r));
 }
 
+/*
+ * A create that does not fit: the org's own quota is the client's to
+ * change (429); the host being full passes with time (503, Retry-After).
+ */
+static void refuse_create(const Api *api, const StoreRefusal *refusal, HttpResponse *response)
+{
+    long long limit = (long long)refusal->limit, used = (long long)refusal->used;
+    switch (refusal->by) {
+    case STORE_REFUSED_ORG_INSTANCES:
+        http_response_error(response, 429, "quota_exceeded",
+                            "the org's quota allows %lld instances and %lld exist", limit, used);
+        return;
+    case STORE_REFUSED_ORG_VCPUS:
+        http_response_error(response, 429, "quota_exceeded",
+                            "the org's quota allows %lld vCPUs and its instances use %lld", limit,
+                            used);
+        return;
+    case STORE_REFUSED_ORG_MEMORY:
+        http_response_error(response, 429, "quota_exceeded",
+                            "the org's quota allows %lld MiB of memory and its instances use %lld",
+                            limit, used);
+        return;
+    case STORE_REFUSED_HOST_MEMORY:
+        response->retry_after = 30;
+        http_response_error(response, 503, "host_memory",
+                            "the host's memory is committed (%lld of %lld MiB); try again later",
+                            used, limit);
+        return;
+    default:
+        response->retry_after = 30;
+        http_response_error(response, 503, "capacity",
+                            "the host holds its maximum of %u instances; try again later",
+                            api->config->max_instances);
+        return;
+    }
+}
+
 static void instances_create(Api *api, const char *org_uuid, const HttpRequest *request,
                              HttpResponse *response)
 {
@@ -243,18 +280,20 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
         instance.vcpus = size_info.vcpus;
         instance.memory_mib = size_info.memory_mib;
     }
+    /* Host limits and the org's quota, checked in the insert's own transaction. */
+    StoreAdmission admission = {.max_instances = api->config->max_instances};
+    if (api->host_memory_mib > 0 && api->config->memory_overcommit_percent > 0)
+        admission.max_memory_mib =
+            api->host_memory_mib * api->config->memory_overcommit_percent / 100;
+    StoreRefusal refusal;
     char secret[ACCESS_SECRET_LEN + 1];
     int r = access_secret_generate(secret, instance.console_hash);
     if (r >= 0)
         r = uuid_generate(instance.uuid);
     if (r >= 0)
-        r = store_instance_insert_capped(api->store, &instance, api->config->max_instances);
+        r = store_instance_insert_admitted(api->store, &instance, &admission, &refusal);
     if (r == -EDQUOT) {
-        /* Host-wide cap, checked in the insert's own transaction so concurrent creates agree. */
-        response->retry_after = 30;
-        http_response_error(response, 503, "capacity",
-                            "the host holds its maximum of %u instances; try again later",
-                            api->config->max_instances);
+        refuse_create(api, &refusal, response);
         goto cleanup;
     }
     if (r < 0) {

@@ -23,9 +23,10 @@ typedef struct {
     const ImageCatalog *images;
     const DomainTemplates *templates;
     bool kvm;
-    const char *install_id; /* written into every domain's metadata */
-    AgentHub *agents;       /* NULL: nobody waits for guests to report ready */
-    Viewer *viewer;         /* the console routes, and the base of access URLs */
+    const char *install_id;  /* written into every domain's metadata */
+    AgentHub *agents;        /* NULL: nobody waits for guests to report ready */
+    Viewer *viewer;          /* the console routes, and the base of access URLs */
+    int64_t host_memory_mib; /* the host's RAM, for memory_overcommit_percent; 0 = unknown */
 } Api;
 
 /*

@@ -44,6 +44,8 @@ typedef struct {
     unsigned max_connections_per_ip; /* 64 */
     unsigned connection_timeout;     /* seconds, 30 */
     unsigned max_instances;          /* host-wide cap on live instances, 64 */
+    /* Guest memory of live instances may reach this percentage of the host's RAM, 100. */
+    unsigned memory_overcommit_percent;
     /* Lifetimes, in seconds: a create's default and its maximum (timeout_seconds). */
     unsigned instance_timeout;     /* 3600 */
     unsigned instance_timeout_max; /* 86400 */

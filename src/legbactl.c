@@ -32,10 +32,15 @@ typedef enum {
 } OrgOption;
 
 /* What the command line handed a command, checked against its table entry. */
+/* The quota options, in the order of the StoreQuota fields. */
+static const char *const quota_options[] = {"instances", "vcpus", "memory-mib"};
+
 typedef struct {
     const char *operand;        /* the one positional argument, when the command has one */
     const char *org;            /* --org in canonical form, or NULL */
     char org_buf[UUID_STR_LEN]; /* holds what org points to */
+    /* --instances, --vcpus, --memory-mib: a limit, 0 for none, -1 when not given. */
+    int64_t quota[3];
 } Args;
 
 typedef struct {
@@ -49,6 +54,7 @@ typedef struct {
     int (*run)(Store *store, const Args *args, cJSON **ret_output);
     const char *summary;
     const char *help;
+    bool takes_quota; /* accepts --instances, --vcpus, --memory-mib */
 } Command;
 
 static void json_deletep(cJSON **json)
@@ -178,13 +184,25 @@ static int list_output(const char *name, int r, const void *items, size_t count,
     return 0;
 }
 
+/* A limit, or null for none. */
+static bool add_limit(cJSON *json, const char *name, int64_t limit)
+{
+    return limit > 0 ? cJSON_AddNumberToObject(json, name, (double)limit) != NULL
+                     : cJSON_AddNullToObject(json, name) != NULL;
+}
+
 static cJSON *org_to_json(const void *item)
 {
     const StoreOrg *org = item;
     _cleanup_json_ cJSON *json = cJSON_CreateObject();
+    cJSON *quota;
     if (!json || !cJSON_AddStringToObject(json, "org_uuid", org->uuid) ||
         !cJSON_AddStringToObject(json, "name", org->name) ||
-        !add_time(json, "created_at", org->created_at))
+        !add_time(json, "created_at", org->created_at) ||
+        !(quota = cJSON_AddObjectToObject(json, "quota")) ||
+        !add_limit(quota, "instances", org->quota.instances) ||
+        !add_limit(quota, "vcpus", org->quota.vcpus) ||
+        !add_limit(quota, "memory_mib", org->quota.memory_mib))
         return NULL;
     return TAKE_PTR(json);
 }
@@ -271,6 +289,30 @@ static int run_org_list(Store *store, const Args *args, cJSON **ret_output)
     return list_output("orgs", r, orgs, count, sizeof(*orgs), org_to_json, ret_output);
 }
 
+/* Sets the limits given on the command line and keeps the others. */
+static int run_org_quota(Store *store, const Args *args, cJSON **ret_output)
+{
+    StoreOrg org;
+    int r = store_org_get(store, args->org, &org);
+    if (r == -ENOENT)
+        return fail("no org with uuid %s", args->org);
+    if (r < 0)
+        return fail("cannot read org %s: %s", args->org, store_strerror(r));
+    StoreQuota quota = org.quota;
+    int64_t *fields[] = {&quota.instances, &quota.vcpus, &quota.memory_mib};
+    for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+        if (args->quota[i] >= 0)
+            *fields[i] = args->quota[i];
+    r = store_org_set_quota(store, args->org, &quota, &org);
+    if (r < 0)
+        return fail("cannot set the quota of org %s: %s", args->org, store_strerror(r));
+    cJSON *json = org_to_json(&org);
+    if (!json)
+        return fail("out of memory");
+    *ret_output = json;
+    return 0;
+}
+
 /* A list narrowed to an org that does not exist is a mistake, not an empty list. */
 static int require_org(Store *store, const char *org_uuid)
 {
@@ -350,29 +392,43 @@ static const Command commands[] = {
      "Creates an org and its first API token. The token is printed this once;\n"
      "the store keeps only its hash. NAME is 1 to 64 bytes of UTF-8 without\n"
      "control characters.\n\n"
-     "Prints {\"org_uuid\",\"name\",\"token\",\"token_id\",\"created_at\"}.\n"},
+     "Prints {\"org_uuid\",\"name\",\"token\",\"token_id\",\"created_at\"}.\n",
+     false},
     {"org", "list", NULL, ORG_NONE, NULL, run_org_list, "list orgs",
      "Lists every org, ordered by uuid.\n\n"
-     "Prints {\"orgs\":[{\"org_uuid\",\"name\",\"created_at\"}],\"total\":N}.\n"},
+     "Prints {\"orgs\":[{\"org_uuid\",\"name\",\"created_at\",\"quota\"}],\"total\":N}.\n",
+     false},
+    {"org", "quota", NULL, ORG_REQUIRED, NULL, run_org_quota,
+     "set an org's limits on instances, vCPUs and memory",
+     "Sets the most an org may hold at once, counted over its instances that\n"
+     "have not ended: --instances N, --vcpus N, --memory-mib N (0 removes a\n"
+     "limit; a limit not given stays as it was). A create past one answers 429.\n\n"
+     "Prints the org: {\"org_uuid\",\"name\",\"created_at\",\"quota\":{\"instances\",\n"
+     "\"vcpus\",\"memory_mib\"}} (null: no limit).\n",
+     true},
     {"token", "create", NULL, ORG_REQUIRED, NULL, run_token_create,
      "create another API token for an org",
      "Creates another API token for an org. The token is printed this once;\n"
      "the store keeps only its hash.\n\n"
-     "Prints {\"token_id\",\"org_uuid\",\"token\",\"created_at\"}.\n"},
+     "Prints {\"token_id\",\"org_uuid\",\"token\",\"created_at\"}.\n",
+     false},
     {"token", "revoke", "TOKEN_ID", ORG_NONE, check_uuid, run_token_revoke, "revoke a token",
      "Revokes a token by its id (from 'token create' or 'token list'); requests\n"
      "carrying it are refused from then on.\n\n"
-     "Prints {\"token_id\",\"revoked\":true}.\n"},
+     "Prints {\"token_id\",\"revoked\":true}.\n",
+     false},
     {"token", "list", NULL, ORG_OPTIONAL, NULL, run_token_list, "list tokens (never the secrets)",
      "Lists tokens, every org's or one org's, oldest first. Neither the token\n"
      "nor its hash is shown.\n\n"
-     "Prints {\"tokens\":[{\"token_id\",\"org_uuid\",\"created_at\"}],\"total\":N}.\n"},
+     "Prints {\"tokens\":[{\"token_id\",\"org_uuid\",\"created_at\"}],\"total\":N}.\n",
+     false},
     {"instance", "list", NULL, ORG_OPTIONAL, NULL, run_instance_list, "list instances on record",
      "Lists the instances the store holds, every org's or one org's, oldest\n"
      "first. The state is the recorded one (creating, running, stopped,\n"
      "deleting, terminated).\n\n"
      "Prints {\"instances\":[{\"instance_uuid\",\"org_uuid\",\"image\",\"size\",\"state\",\n"
-     "\"created_at\"}],\"total\":N}.\n"},
+     "\"created_at\"}],\"total\":N}.\n",
+     false},
 };
 
 /* --- usage -------------------------------------------------------------------------------- */
@@ -478,17 +534,39 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"data-dir", required_argument, NULL, 'd'},
         {"org", required_argument, NULL, 'o'},
+        {"instances", required_argument, NULL, 'Q'},
+        {"vcpus", required_argument, NULL, 'Q'},
+        {"memory-mib", required_argument, NULL, 'Q'},
         {0},
     };
     const char *data_dir = NULL;
     const char *org = NULL;
+    int64_t quota[3] = {-1, -1, -1};
+    bool quota_given = false;
+    int option_index = 0;
     bool help = false;
     int c;
 
     /* Options may come anywhere (getopt permutes), so 'org create --help' works. */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", options, &option_index)) != -1) {
         switch (c) {
+        case 'Q': {
+            size_t q = 0;
+            while (q < ARRAY_SIZE(quota_options) &&
+                   strcmp(quota_options[q], options[option_index].name) != 0)
+                q++;
+            char *end;
+            errno = 0;
+            long long v = strtoll(optarg, &end, 10);
+            if (q == ARRAY_SIZE(quota_options) || errno || end == optarg || *end || v < 0 ||
+                v > 1000000000LL || optarg[0] == '+' || optarg[0] == ' ')
+                return usage_error("", "--%s needs a whole number from 0 (no limit) to 1000000000",
+                                   options[option_index].name);
+            quota[q] = v;
+            quota_given = true;
+            break;
+        }
         case 'h':
             help = true;
             break;
@@ -548,6 +626,12 @@ int main(int argc, char **argv)
         if (why)
             return usage_error(topic, "%s: %s %s", topic, cmd->operand, why);
     }
+    if (quota_given && !cmd->takes_quota)
+        return usage_error(topic, "%s: takes no --instances, --vcpus or --memory-mib", topic);
+    if (cmd->takes_quota && !quota_given)
+        return usage_error(topic, "%s: give at least one of --instances, --vcpus, --memory-mib",
+                           topic);
+    memcpy(args.quota, quota, sizeof(quota));
     if (org && cmd->org == ORG_NONE)
         return usage_error(topic, "%s: takes no --org", topic);
     if (!org && cmd->org == ORG_REQUIRED)

@@ -188,6 +188,18 @@ static int base_url(const Config *config, bool tls, char **ret)
     return r < 0 ? -ENOMEM : 0;
 }
 
+/* MemTotal from /proc/meminfo in MiB, 0 when it cannot be read. */
+static int64_t host_memory_mib(void)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+    char line[256];
+    long long kib;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemTotal: %lld kB", &kib) == 1)
+            return kib / 1024;
+    return 0;
+}
+
 /* A console page without noVNC shows nothing: say so at start, not at the first viewer. */
 static void check_novnc(const Config *config)
 {
@@ -304,6 +316,11 @@ int main(int argc, char **argv)
                 .kvm = kvm,
                 .install_id = install_id};
     api_check_catalog(&api);
+    api.host_memory_mib = host_memory_mib();
+    if (config.memory_overcommit_percent > 0 && api.host_memory_mib > 0)
+        log_info("guest memory admitted up to %lld MiB (%u%% of %lld MiB)",
+                 (long long)(api.host_memory_mib * config.memory_overcommit_percent / 100),
+                 config.memory_overcommit_percent, (long long)api.host_memory_mib);
     r = virt_open(config.libvirt_uri, api_on_lifecycle, api_on_reconnect, &api, &virt, &error);
     if (r < 0) {
         log_error("%s", error ? error : strerror(-r));

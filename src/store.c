@@ -5,7 +5,8 @@
  * and by legbactl, possibly at the same time. Five named databases:
  *
  *   database       key                                   value
- *   orgs           org_uuid                              {"name","created_at"}
+ *   orgs           org_uuid                              {"name","created_at","quota_instances",
+ *                                                         "quota_vcpus","quota_memory_mib"}
  *   tokens         SHA-256 of the token (32 raw bytes)   {"id","org_uuid","created_at"}
  *   token_ids      token id                              SHA-256 of the token (32 raw bytes)
  *   instances      instance_uuid                         {"org_uuid","image","size","state",
@@ -667,7 +668,10 @@ static int instance_compare(const void *a, const void *b)
 static const RecordType org_record = {
     sizeof(StoreOrg),
     KEY(StoreOrg, uuid, FIELD_UUID),
-    {FIELD(StoreOrg, name, FIELD_TEXT), FIELD(StoreOrg, created_at, FIELD_TIME)},
+    {FIELD(StoreOrg, name, FIELD_TEXT), FIELD(StoreOrg, created_at, FIELD_TIME),
+     FIELD_AT(StoreOrg, quota.instances, FIELD_OPT_TIME, "quota_instances"),
+     FIELD_AT(StoreOrg, quota.vcpus, FIELD_OPT_TIME, "quota_vcpus"),
+     FIELD_AT(StoreOrg, quota.memory_mib, FIELD_OPT_TIME, "quota_memory_mib")},
 };
 
 /* -ENOENT unless the org is there, as seen by this transaction. */
@@ -902,6 +906,42 @@ int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org)
     return record_get(store, store->orgs, &org_record, org_uuid, ret_org);
 }
 
+int store_org_set_quota(Store *store, const char *org_uuid, const StoreQuota *quota,
+                        StoreOrg *ret_org)
+{
+    if (quota->instances < 0 || quota->vcpus < 0 || quota->memory_mib < 0)
+        return -EINVAL;
+    char uuid[UUID_STR_LEN];
+    MDB_val key, data;
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_get_for_update(store, store->orgs, org_uuid, uuid, &key, &data, &txn);
+    if (r < 0)
+        return r;
+    /* Only the quota fields are rewritten, so fields this version does not know survive. */
+    _cleanup_json_ cJSON *json = NULL;
+    r = json_parse(&data, &json);
+    StoreOrg org;
+    if (r >= 0)
+        r = record_decode(&org_record, &key, json, &org);
+    if (r >= 0)
+        r = json_set(json, "quota_instances", cJSON_CreateNumber((double)quota->instances));
+    if (r >= 0)
+        r = json_set(json, "quota_vcpus", cJSON_CreateNumber((double)quota->vcpus));
+    if (r >= 0)
+        r = json_set(json, "quota_memory_mib", cJSON_CreateNumber((double)quota->memory_mib));
+    if (r >= 0)
+        r = put_json(txn, store->orgs, &key, json, 0);
+    if (r < 0)
+        return r;
+    org.quota = *quota;
+    r = txn_commit(&txn);
+    if (r < 0)
+        return r;
+    if (ret_org)
+        *ret_org = org;
+    return 0;
+}
+
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count)
 {
     const Scan scan = {.dbi = store->orgs, .type = &org_record};
@@ -948,10 +988,71 @@ int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens
 
 int store_instance_insert(Store *store, const StoreInstance *instance)
 {
-    return store_instance_insert_capped(store, instance, 0);
+    return store_instance_insert_admitted(store, instance, NULL, NULL);
 }
 
-int store_instance_insert_capped(Store *store, const StoreInstance *instance, size_t max_total)
+/* Sums what live instances hold, on the host and in one org, as this transaction sees them. */
+typedef struct {
+    int64_t host_instances, host_memory_mib;
+    int64_t org_instances, org_vcpus, org_memory_mib;
+} Usage;
+
+static int usage_scan(Store *store, MDB_txn *txn, const char *org_uuid, Usage *ret)
+{
+    Usage u = {0};
+    _cleanup_cursor_ MDB_cursor *cursor = NULL;
+    int r = store_error(mdb_cursor_open(txn, store->instances, &cursor));
+    if (r < 0)
+        return r;
+    MDB_val key, data;
+    int rc;
+    for (rc = mdb_cursor_get(cursor, &key, &data, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
+        StoreInstance in;
+        r = record_parse(&instance_record, &key, &data, &in);
+        if (r < 0)
+            return r;
+        if (in.state == INSTANCE_TERMINATED)
+            continue;
+        u.host_instances++;
+        u.host_memory_mib += in.memory_mib;
+        if (strcmp(in.org_uuid, org_uuid) == 0) {
+            u.org_instances++;
+            u.org_vcpus += in.vcpus;
+            u.org_memory_mib += in.memory_mib;
+        }
+    }
+    if (rc != MDB_NOTFOUND)
+        return store_error(rc);
+    *ret = u;
+    return 0;
+}
+
+/* The first limit the new instance would break, or 0. */
+static StoreRefusedBy admission_check(const StoreAdmission *a, const StoreQuota *q, const Usage *u,
+                                      const StoreInstance *in, StoreRefusal *ret)
+{
+    const struct {
+        StoreRefusedBy by;
+        int64_t limit, used, adds;
+    } checks[] = {
+        {STORE_REFUSED_ORG_INSTANCES, q->instances, u->org_instances, 1},
+        {STORE_REFUSED_ORG_VCPUS, q->vcpus, u->org_vcpus, in->vcpus},
+        {STORE_REFUSED_ORG_MEMORY, q->memory_mib, u->org_memory_mib, in->memory_mib},
+        {STORE_REFUSED_HOST_INSTANCES, (int64_t)a->max_instances, u->host_instances, 1},
+        {STORE_REFUSED_HOST_MEMORY, a->max_memory_mib, u->host_memory_mib, in->memory_mib},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(checks); i++) {
+        if (checks[i].limit > 0 && checks[i].used + checks[i].adds > checks[i].limit) {
+            *ret = (StoreRefusal){checks[i].by, checks[i].limit, checks[i].used};
+            return checks[i].by;
+        }
+    }
+    return 0;
+}
+
+int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
+                                   const StoreAdmission *admission, StoreRefusal *ret_refusal)
 {
     StoreInstance in;
     char index_buf[ORG_INSTANCE_KEY_LEN];
@@ -967,17 +1068,26 @@ int store_instance_insert_capped(Store *store, const StoreInstance *instance, si
     r = txn_begin(store, true, &txn);
     if (r < 0)
         return r;
-    r = org_exists(store, txn, in.org_uuid);
+    StoreOrg org;
+    MDB_val org_key = {.mv_size = UUID_KEY_LEN, .mv_data = in.org_uuid}, org_data;
+    r = store_error(mdb_get(txn, store->orgs, &org_key, &org_data));
     if (r < 0)
         return r;
-    if (max_total > 0) {
+    r = record_parse(&org_record, &org_key, &org_data, &org);
+    if (r < 0)
+        return r;
+    if (admission) {
         /* Counted inside the write transaction, so concurrent creates cannot overshoot. */
-        MDB_stat st;
-        r = store_error(mdb_stat(txn, store->instances, &st));
+        Usage usage;
+        StoreRefusal refusal;
+        r = usage_scan(store, txn, in.org_uuid, &usage);
         if (r < 0)
             return r;
-        if (st.ms_entries >= max_total)
+        if (admission_check(admission, &org.quota, &usage, &in, &refusal)) {
+            if (ret_refusal)
+                *ret_refusal = refusal;
             return -EDQUOT;
+        }
     }
     MDB_val key = record_key(&instance_record, &in);
     r = put_json(txn, store->instances, &key, json, MDB_NOOVERWRITE);

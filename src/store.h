@@ -32,11 +32,39 @@ typedef enum {
     _INSTANCE_STATE_MAX,
 } InstanceState;
 
+/* An org's limits on what it may hold at once; 0 means no limit. */
+typedef struct {
+    int64_t instances;
+    int64_t vcpus;
+    int64_t memory_mib;
+} StoreQuota;
+
 typedef struct {
     char uuid[UUID_STR_LEN];
     char name[STORE_ORG_NAME_MAX + 1];
     int64_t created_at; /* seconds since the epoch, UTC */
+    StoreQuota quota;
 } StoreOrg;
+
+/* What a create must fit in, beyond the org's quota. 0 means no limit. */
+typedef struct {
+    size_t max_instances;   /* live instances on the host */
+    int64_t max_memory_mib; /* guest memory of live instances on the host */
+} StoreAdmission;
+
+/* Which limit refused an insert (-EDQUOT), with the numbers for the message. */
+typedef enum {
+    STORE_REFUSED_HOST_INSTANCES = 1,
+    STORE_REFUSED_HOST_MEMORY,
+    STORE_REFUSED_ORG_INSTANCES,
+    STORE_REFUSED_ORG_VCPUS,
+    STORE_REFUSED_ORG_MEMORY,
+} StoreRefusedBy;
+
+typedef struct {
+    StoreRefusedBy by;
+    int64_t limit, used; /* used: before this create */
+} StoreRefusal;
 
 typedef struct {
     char id[UUID_STR_LEN]; /* public handle, used to revoke */
@@ -78,6 +106,9 @@ void store_close(Store *store);
 /* Org and its first token in one transaction. -EEXIST if the uuid is taken. */
 int store_org_create(Store *store, const StoreOrg *org, const StoreToken *token);
 int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org); /* -ENOENT */
+/* Replaces the org's quota (negative fields are refused: -EINVAL). -ENOENT. */
+int store_org_set_quota(Store *store, const char *org_uuid, const StoreQuota *quota,
+                        StoreOrg *ret_org);
 /* All orgs ordered by uuid; *ret_orgs is malloc'd (NULL when none). */
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count);
 
@@ -91,8 +122,15 @@ int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens
 
 /* Inserts; -EEXIST if the uuid is taken, -ENOENT if the org is missing. */
 int store_instance_insert(Store *store, const StoreInstance *instance);
-/* The same, but -EDQUOT when max_total (0: no cap) records exist already, in any state. */
-int store_instance_insert_capped(Store *store, const StoreInstance *instance, size_t max_total);
+/*
+ * The same, admitted in the insert's own write transaction (so concurrent
+ * creates cannot overshoot): -EDQUOT with *ret_refusal (when not NULL) if
+ * the instance does not fit the host's limits or its org's quota. Live
+ * instances count (every state but TERMINATED), with the vcpus and
+ * memory_mib recorded in them.
+ */
+int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
+                                   const StoreAdmission *admission, StoreRefusal *ret_refusal);
 int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *ret_instance);
 /*
  * Compare-and-set of the state, so two requests cannot both win a
