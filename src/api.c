@@ -227,12 +227,76 @@ static void refuse_create(const Api *api, const StoreRefusal *refusal, HttpRespo
     }
 }
 
+/* Longest Idempotency-Key accepted. */
+#define API_IDEMPOTENCY_KEY_MAX 255
+
+static bool idempotency_key_is_valid(const char *key)
+{
+    size_t len = strnlen(key, API_IDEMPOTENCY_KEY_MAX + 1);
+    if (len == 0 || len > API_IDEMPOTENCY_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (key[i] < 0x20 || key[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static void hash_hex(const void *data, size_t len, char ret[STORE_HASH_HEX_LEN + 1])
+{
+    uint8_t hash[AUTH_HASH_LEN] = {0};
+    auth_token_hash(data, len, hash);
+    util_hex_encode(hash, sizeof(hash), ret);
+}
+
+/*
+ * A create retried with its Idempotency-Key: the same body gets the same
+ * instance, never a second VM. Its console secret is stored hashed only, so
+ * the replay issues a new one: the access URL in this answer works, the
+ * first answer's stops working.
+ */
+static void replay_create(Api *api, const char *org_uuid, const StoreInsertResult *result,
+                          HttpResponse *response)
+{
+    if (!result->same_body) {
+        http_response_error(response, 409, "idempotency_key_reused",
+                            "this Idempotency-Key was used with another request body");
+        return;
+    }
+    StoreInstance instance;
+    int r = store_instance_get(api->store, result->existing_uuid, &instance);
+    if (r == 0 && (instance.state == INSTANCE_CREATING || instance.state == INSTANCE_DELETING)) {
+        response->retry_after = 1;
+        http_response_error(response, 409, "request_in_progress",
+                            "a request with this Idempotency-Key is still being carried out");
+        return;
+    }
+    char secret[ACCESS_SECRET_LEN + 1], hash[STORE_CONSOLE_HASH_LEN];
+    bool live = r == 0 && instance.state != INSTANCE_TERMINATED;
+    if (live && (r = access_secret_generate(secret, hash)) == 0)
+        r = store_instance_set_console_hash(api->store, instance.uuid, hash, &instance);
+    if (r < 0) {
+        internal_error(response);
+        return;
+    }
+    log_info("instance %s: create replayed (Idempotency-Key)", instance.uuid);
+    if (asprintf(&response->location, "/orgs/%s/api/instances/%s", org_uuid, instance.uuid) < 0)
+        response->location = NULL;
+    http_response_json(response, 201, instance_to_json(api, &instance, live ? secret : NULL));
+}
+
 static void instances_create(Api *api, const char *org_uuid, const HttpRequest *request,
                              HttpResponse *response)
 {
     if (!api_content_type_is_json(request->content_type)) {
         http_response_error(response, 415, "unsupported_media_type",
                             "Content-Type must be application/json");
+        return;
+    }
+    const char *idempotency_key = http_request_header(request, "Idempotency-Key");
+    if (idempotency_key && !idempotency_key_is_valid(idempotency_key)) {
+        http_response_error(response, 400, "invalid_idempotency_key",
+                            "Idempotency-Key must be 1 to %d printable ASCII characters",
+                            API_IDEMPOTENCY_KEY_MAX);
         return;
     }
     /* Declared before the first goto, so cleanup never frees an unset pointer. */
@@ -285,15 +349,27 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     if (api->host_memory_mib > 0 && api->config->memory_overcommit_percent > 0)
         admission.max_memory_mib =
             api->host_memory_mib * api->config->memory_overcommit_percent / 100;
-    StoreRefusal refusal;
+    StoreInsertOptions insert = {.admission = &admission};
+    StoreInsertResult result = {0};
+    char key_hash[STORE_HASH_HEX_LEN + 1], body_hash[STORE_HASH_HEX_LEN + 1];
+    if (idempotency_key) {
+        insert.idempotency_key = key_hash;
+        insert.body_hash = body_hash;
+        hash_hex(idempotency_key, strlen(idempotency_key), key_hash);
+        hash_hex(request->body, request->body_len, body_hash);
+    }
     char secret[ACCESS_SECRET_LEN + 1];
     int r = access_secret_generate(secret, instance.console_hash);
     if (r >= 0)
         r = uuid_generate(instance.uuid);
     if (r >= 0)
-        r = store_instance_insert_admitted(api->store, &instance, &admission, &refusal);
+        r = store_instance_insert_admitted(api->store, &instance, &insert, &result);
     if (r == -EDQUOT) {
-        refuse_create(api, &refusal, response);
+        refuse_create(api, &result.refusal, response);
+        goto cleanup;
+    }
+    if (r == -EEXIST && result.existing_uuid[0]) {
+        replay_create(api, org_uuid, &result, response);
         goto cleanup;
     }
     if (r < 0) {

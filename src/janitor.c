@@ -11,6 +11,9 @@
 #include "util.h"
 
 #define JANITOR_INTERVAL_S 1
+/* How long an Idempotency-Key binds its request, and how often old ones are dropped. */
+#define JANITOR_IDEMPOTENCY_TTL_S (24 * 3600)
+#define JANITOR_IDEMPOTENCY_EVERY 60
 
 /* When a running instance last had a viewer (or started being watched), for idle expiry. */
 typedef struct {
@@ -26,6 +29,7 @@ struct Janitor {
     bool stopping;
     Watched *watched;
     size_t n_watched;
+    unsigned sweeps;
 };
 
 /*
@@ -80,6 +84,11 @@ static void sweep(Janitor *j)
                 log_info("instance %s: forgotten, %u s after it ended", in->uuid,
                          config->terminated_retention);
         }
+    }
+    if (j->sweeps++ % JANITOR_IDEMPOTENCY_EVERY == 0) {
+        int removed = store_idempotency_expire(j->api->store, now - JANITOR_IDEMPOTENCY_TTL_S);
+        if (removed > 0)
+            log_info("forgot %d idempotency keys older than a day", removed);
     }
     if (next) {
         free(j->watched);

@@ -3,7 +3,7 @@
  * second it destroys instances past their expires_at (their records stay,
  * TERMINATED, for terminated_retention), running instances nobody has
  * watched for idle_timeout, and forgets terminated records past their
- * retention.
+ * retention and Idempotency-Keys older than a day.
  */
 #pragma once
 

@@ -2,7 +2,7 @@
  * LMDB key layout: the one place it is written down.
  *
  * One environment at DATA_DIR/state (data.mdb + lock.mdb), opened by legbad
- * and by legbactl, possibly at the same time. Five named databases:
+ * and by legbactl, possibly at the same time. Six named databases:
  *
  *   database       key                                   value
  *   orgs           org_uuid                              {"name","created_at","quota_instances",
@@ -15,6 +15,8 @@
  *                                                         "console_hash","expires_at",
  *                                                         "vcpus","memory_mib"}
  *   org_instances  org_uuid ‖ instance_uuid (72 bytes)   empty
+ *   idempotency    org_uuid ‖ SHA-256 hex of an           {"instance_uuid","body_hash",
+ *                  Idempotency-Key (100 bytes)             "created_at"}
  *
  * - Every uuid in a key or a value is the canonical lowercase 8-4-4-4-12 text,
  *   36 bytes with no NUL, so one record has exactly one key whatever case a
@@ -28,6 +30,9 @@
  *   secret; org_instances lets one org's instances be listed with a range scan
  *   that never reads another org's records. An index entry is written and
  *   deleted in the same transaction as its record.
+ * - An idempotency entry is written in the transaction that inserts its
+ *   instance; one whose instance record is gone (a create that failed and
+ *   was undone, an instance forgotten) no longer binds its key.
  * - Nothing read from the store outlives its transaction: another process may
  *   write between two calls.
  * - Every process should open with the same map size. A process whose map is
@@ -62,6 +67,7 @@ struct Store {
     MDB_dbi token_ids;
     MDB_dbi instances;
     MDB_dbi org_instances;
+    MDB_dbi idempotency;
 };
 
 static const char *const instance_state_names[_INSTANCE_STATE_MAX] = {
@@ -870,6 +876,7 @@ int store_open(const char *data_dir, size_t map_size, Store **ret_store)
         {"token_ids", &store->token_ids},
         {"instances", &store->instances},
         {"org_instances", &store->org_instances},
+        {"idempotency", &store->idempotency},
     };
     for (size_t i = 0; i < ARRAY_SIZE(dbs); i++) {
         r = store_error(mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi));
@@ -1051,9 +1058,92 @@ static StoreRefusedBy admission_check(const StoreAdmission *a, const StoreQuota 
     return 0;
 }
 
-int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
-                                   const StoreAdmission *admission, StoreRefusal *ret_refusal)
+/* The idempotency key of an org's request: org_uuid ‖ the key's hash. */
+static MDB_val idempotency_key(const char *org_uuid, const char *key_hash,
+                               char buf[UUID_KEY_LEN + STORE_HASH_HEX_LEN])
 {
+    memcpy(buf, org_uuid, UUID_KEY_LEN);
+    memcpy(buf + UUID_KEY_LEN, key_hash, STORE_HASH_HEX_LEN);
+    return (MDB_val){.mv_size = UUID_KEY_LEN + STORE_HASH_HEX_LEN, .mv_data = buf};
+}
+
+/*
+ * Binds the key to the instance being inserted, unless it is bound to an
+ * instance that still has a record: then -EEXIST with that instance.
+ */
+static int idempotency_claim(Store *store, MDB_txn *txn, const StoreInstance *in,
+                             const StoreInsertOptions *options, StoreInsertResult *ret)
+{
+    char buf[UUID_KEY_LEN + STORE_HASH_HEX_LEN];
+    MDB_val key = idempotency_key(in->org_uuid, options->idempotency_key, buf), data;
+    int r = store_error(mdb_get(txn, store->idempotency, &key, &data));
+    if (r == 0) {
+        _cleanup_json_ cJSON *json = NULL;
+        char uuid[UUID_STR_LEN], body[STORE_HASH_HEX_LEN + 1];
+        r = json_parse(&data, &json);
+        if (r < 0 || json_get_uuid(json, "instance_uuid", uuid) < 0 ||
+            json_get_string(json, "body_hash", body, sizeof(body)) < 0)
+            return -EBADMSG;
+        MDB_val instance_key = {.mv_size = UUID_KEY_LEN, .mv_data = uuid}, instance_data;
+        r = store_error(mdb_get(txn, store->instances, &instance_key, &instance_data));
+        if (r == 0) {
+            if (ret) {
+                memcpy(ret->existing_uuid, uuid, UUID_STR_LEN);
+                ret->same_body = strcmp(body, options->body_hash) == 0;
+            }
+            return -EEXIST;
+        }
+        if (r != -ENOENT)
+            return r;
+    } else if (r != -ENOENT) {
+        return r;
+    }
+    _cleanup_json_ cJSON *json = cJSON_CreateObject();
+    if (!json || !cJSON_AddStringToObject(json, "instance_uuid", in->uuid) ||
+        !cJSON_AddStringToObject(json, "body_hash", options->body_hash) ||
+        !cJSON_AddNumberToObject(json, "created_at", (double)in->created_at))
+        return -ENOMEM;
+    return put_json(txn, store->idempotency, &key, json, 0);
+}
+
+int store_idempotency_expire(Store *store, int64_t before)
+{
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_begin(store, true, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_cursor_ MDB_cursor *cursor = NULL;
+    r = store_error(mdb_cursor_open(txn, store->idempotency, &cursor));
+    if (r < 0)
+        return r;
+    MDB_val key, data;
+    int rc, removed = 0;
+    for (rc = mdb_cursor_get(cursor, &key, &data, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
+        _cleanup_json_ cJSON *json = NULL;
+        int64_t created;
+        if (json_parse(&data, &json) < 0 || json_get_time(json, "created_at", &created) < 0 ||
+            created < before) {
+            r = store_error(mdb_cursor_del(cursor, 0));
+            if (r < 0)
+                return r;
+            removed++;
+        }
+    }
+    if (rc != MDB_NOTFOUND)
+        return store_error(rc);
+    r = txn_commit(&txn);
+    return r < 0 ? r : removed;
+}
+
+int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
+                                   const StoreInsertOptions *options, StoreInsertResult *ret_result)
+{
+    const StoreAdmission *admission = options ? options->admission : NULL;
+    if (options && options->idempotency_key &&
+        (strlen(options->idempotency_key) != STORE_HASH_HEX_LEN || !options->body_hash ||
+         strlen(options->body_hash) != STORE_HASH_HEX_LEN))
+        return -EINVAL;
     StoreInstance in;
     char index_buf[ORG_INSTANCE_KEY_LEN];
     int r = record_check(&instance_record, instance, &in);
@@ -1076,6 +1166,12 @@ int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
     r = record_parse(&org_record, &org_key, &org_data, &org);
     if (r < 0)
         return r;
+    /* A retried request finds its instance even when the limits are reached meanwhile. */
+    if (options && options->idempotency_key) {
+        r = idempotency_claim(store, txn, &in, options, ret_result);
+        if (r < 0)
+            return r;
+    }
     if (admission) {
         /* Counted inside the write transaction, so concurrent creates cannot overshoot. */
         Usage usage;
@@ -1084,8 +1180,8 @@ int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
         if (r < 0)
             return r;
         if (admission_check(admission, &org.quota, &usage, &in, &refusal)) {
-            if (ret_refusal)
-                *ret_refusal = refusal;
+            if (ret_result)
+                ret_result->refusal = refusal;
             return -EDQUOT;
         }
     }

@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -122,15 +123,39 @@ int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens
 
 /* Inserts; -EEXIST if the uuid is taken, -ENOENT if the org is missing. */
 int store_instance_insert(Store *store, const StoreInstance *instance);
+/* Lowercase hex of a SHA-256, without its NUL. */
+#define STORE_HASH_HEX_LEN (2 * AUTH_HASH_LEN)
+
+typedef struct {
+    const StoreAdmission *admission; /* NULL: no limits */
+    /*
+     * An Idempotency-Key's hash (STORE_HASH_HEX_LEN hex) binding the request
+     * to this instance, with the request body's hash; NULL: none.
+     */
+    const char *idempotency_key;
+    const char *body_hash;
+} StoreInsertOptions;
+
+typedef struct {
+    StoreRefusal refusal;             /* -EDQUOT */
+    char existing_uuid[UUID_STR_LEN]; /* -EEXIST for the key: the instance it is bound to */
+    bool same_body;                   /* ...and whether that request had the same body */
+} StoreInsertResult;
+
 /*
  * The same, admitted in the insert's own write transaction (so concurrent
- * creates cannot overshoot): -EDQUOT with *ret_refusal (when not NULL) if
- * the instance does not fit the host's limits or its org's quota. Live
- * instances count (every state but TERMINATED), with the vcpus and
- * memory_mib recorded in them.
+ * creates cannot overshoot): -EDQUOT with ret_result->refusal if the
+ * instance does not fit the host's limits or its org's quota (live
+ * instances count: every state but TERMINATED, with the vcpus and
+ * memory_mib recorded in them); -EEXIST with ret_result->existing_uuid
+ * when the idempotency key is bound to an instance that still has a record.
+ * options and ret_result may be NULL.
  */
 int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
-                                   const StoreAdmission *admission, StoreRefusal *ret_refusal);
+                                   const StoreInsertOptions *options,
+                                   StoreInsertResult *ret_result);
+/* Forgets idempotency keys bound before `before`. The number removed, or -errno. */
+int store_idempotency_expire(Store *store, int64_t before);
 int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *ret_instance);
 /*
  * Compare-and-set of the state, so two requests cannot both win a

@@ -974,6 +974,192 @@ static void test_instance_delete(void **state)
     assert_int_equal(store_instance_delete(f->store, "bad"), -EINVAL);
 }
 
+/* The states whose expiry may be set: a live instance's, never one on its way in or out. */
+static void test_instance_set_expiry(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+    StoreInstance instance = new_instance(INST_1, ORG_A, 5);
+    instance.expires_at = 3605;
+    assert_int_equal(store_instance_insert(f->store, &instance), 0);
+    StoreInstance got;
+
+    /* CREATING: refused, and the caller sees the record as it is. */
+    memset(&got, 0, sizeof(got));
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 9999, &got), -ESTALE);
+    assert_int_equal(got.state, INSTANCE_CREATING);
+    assert_int_equal(got.expires_at, 3605);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.expires_at, 3605);
+
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_CREATING, INSTANCE_RUNNING, NULL), 0);
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 7205, &got), 0);
+    assert_int_equal(got.expires_at, 7205);
+    assert_int_equal(got.state, INSTANCE_RUNNING);
+    StoreInstance stored;
+    assert_int_equal(store_instance_get(f->store, INST_1, &stored), 0);
+    assert_int_equal(stored.expires_at, 7205);
+    /* Only the expiry changed: not the state's clock, which the janitor's retention reads. */
+    assert_instance_equal(&stored, &got);
+    /* Shorter is as fine as longer, and 0 (never) is a value too. */
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 10, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &stored), 0);
+    assert_int_equal(stored.expires_at, 10);
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 0, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &stored), 0);
+    assert_int_equal(stored.expires_at, 0);
+
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_RUNNING, INSTANCE_STOPPED, NULL), 0);
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 8000, &got), 0);
+    assert_int_equal(got.state, INSTANCE_STOPPED);
+    assert_int_equal(store_instance_get(f->store, INST_1, &stored), 0);
+    assert_int_equal(stored.expires_at, 8000);
+
+    /* Bad arguments and a missing record leave the output alone. */
+    memset(&got, 0xab, sizeof(got));
+    StoreInstance untouched = got;
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, -1, &got), -EINVAL);
+    assert_int_equal(store_instance_set_expiry(f->store, INST_MISSING, 1, &got), -ENOENT);
+    assert_int_equal(store_instance_set_expiry(f->store, "not-a-uuid", 1, &got), -EINVAL);
+    assert_memory_equal(&got, &untouched, sizeof(got));
+    assert_int_equal(store_instance_get(f->store, INST_1, &stored), 0);
+    assert_int_equal(stored.expires_at, 8000);
+
+    /* DELETING and TERMINATED: ending already, so no new expiry. */
+    static const InstanceState ending[] = {INSTANCE_DELETING, INSTANCE_TERMINATED};
+    InstanceState from = INSTANCE_STOPPED;
+    for (size_t i = 0; i < ARRAY_SIZE(ending); i++) {
+        assert_int_equal(store_instance_transition(f->store, INST_1, from, ending[i], NULL), 0);
+        from = ending[i];
+        memset(&got, 0, sizeof(got));
+        assert_int_equal(store_instance_set_expiry(f->store, INST_1, 9000, &got), -ESTALE);
+        assert_int_equal(got.state, ending[i]);
+        assert_int_equal(got.expires_at, 8000);
+        assert_int_equal(store_instance_set_expiry(f->store, INST_1, 9000, NULL), -ESTALE);
+        assert_int_equal(store_instance_get(f->store, INST_1, &stored), 0);
+        assert_int_equal(stored.expires_at, 8000);
+    }
+}
+
+/* A domain that starts again has a guest that has not drawn anything yet. */
+static void test_instance_clear_ready(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+    StoreInstance instance = new_instance(INST_1, ORG_A, 5);
+    instance.state = INSTANCE_STOPPED;
+    instance.expires_at = 77;
+    snprintf(instance.start_url, sizeof(instance.start_url), "https://example.org/");
+    console_hash_fill(instance.console_hash, 'c');
+    assert_int_equal(store_instance_insert(f->store, &instance), 0);
+    assert_int_equal(store_instance_set_ready(f->store, INST_1, 42, NULL), 0);
+
+    StoreInstance got;
+    assert_int_equal(store_instance_clear_ready(f->store, INST_1), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.ready_at, 0);
+    /* Nothing else about it changed. */
+    assert_instance_equal(&got, &instance);
+    assert_int_equal(got.expires_at, 77);
+    assert_string_equal(got.start_url, "https://example.org/");
+    assert_string_equal(got.console_hash, instance.console_hash);
+
+    /* The next report is a first report again, not -EALREADY. */
+    assert_int_equal(store_instance_set_ready(f->store, INST_1, 50, &got), 0);
+    assert_int_equal(got.ready_at, 50);
+    /* Clearing what is clear already is fine, and so is doing it twice. */
+    assert_int_equal(store_instance_clear_ready(f->store, INST_1), 0);
+    assert_int_equal(store_instance_clear_ready(f->store, INST_1), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.ready_at, 0);
+
+    assert_int_equal(store_instance_clear_ready(f->store, INST_MISSING), -ENOENT);
+    assert_int_equal(store_instance_clear_ready(f->store, "not-a-uuid"), -EINVAL);
+}
+
+/*
+ * expires_at and the size's resources round-trip through insert, get, list,
+ * a restart and a state change; a record written before they existed reads
+ * them as 0; a value of the wrong type is damage.
+ */
+static void test_instance_expiry_and_resources_round_trip(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+    StoreInstance instance = new_instance(INST_1, ORG_A, 1736510400);
+    instance.expires_at = 1736510400 + 86400;
+    instance.vcpus = 4;
+    instance.memory_mib = 4096;
+    assert_int_equal(store_instance_insert(f->store, &instance), 0);
+    insert_instance(f->store, INST_2, ORG_A, 1736510401);
+
+    StoreInstance got;
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.expires_at, 1736510400 + 86400);
+    assert_int_equal(got.vcpus, 4);
+    assert_int_equal(got.memory_mib, 4096);
+    assert_int_equal(store_instance_get(f->store, INST_2, &got), 0);
+    assert_int_equal(got.expires_at, 0);
+    assert_int_equal(got.vcpus, 0);
+    assert_int_equal(got.memory_mib, 0);
+
+    StoreInstance *list = NULL;
+    size_t count = 0;
+    assert_int_equal(store_instance_list(f->store, ORG_A, &list, &count), 0);
+    assert_int_equal(count, 2);
+    assert_string_equal(list[0].uuid, INST_1);
+    assert_int_equal(list[0].expires_at, 1736510400 + 86400);
+    assert_int_equal(list[0].vcpus, 4);
+    assert_int_equal(list[0].memory_mib, 4096);
+    assert_int_equal(list[1].expires_at, 0);
+    free(list);
+
+    reopen(f);
+    assert_int_equal(
+        store_instance_transition(f->store, INST_1, INSTANCE_CREATING, INSTANCE_RUNNING, &got), 0);
+    assert_int_equal(got.expires_at, 1736510400 + 86400);
+    assert_int_equal(got.vcpus, 4);
+    assert_int_equal(got.memory_mib, 4096);
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 1736600000, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.expires_at, 1736600000);
+    assert_int_equal(got.vcpus, 4);
+    assert_int_equal(got.memory_mib, 4096);
+    char *raw = raw_get(f, "instances", INST_1, UUID_STR_LEN - 1);
+    assert_non_null(strstr(raw, "\"expires_at\":1736600000"));
+    assert_non_null(strstr(raw, "\"vcpus\":4"));
+    assert_non_null(strstr(raw, "\"memory_mib\":4096"));
+    free(raw);
+
+    /* Written before the lifecycle existed: never expires, resources unknown. */
+    const char *old = "{\"org_uuid\":\"" ORG_A "\",\"image\":\"chromium\",\"size\":\"small\","
+                      "\"state\":\"running\",\"created_at\":5,\"updated_at\":5}";
+    raw_put(f, "instances", INST_1, UUID_STR_LEN - 1, old, strlen(old));
+    memset(&got, 0xab, sizeof(got));
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.expires_at, 0);
+    assert_int_equal(got.vcpus, 0);
+    assert_int_equal(got.memory_mib, 0);
+    assert_int_equal(store_instance_set_expiry(f->store, INST_1, 65, NULL), 0);
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_int_equal(got.expires_at, 65);
+
+    static const char *const bad_values[] = {"\"expires_at\":\"soon\"", "\"expires_at\":1.5",
+                                             "\"vcpus\":null", "\"memory_mib\":\"4096\""};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_values); i++) {
+        char bad[512];
+        snprintf(bad, sizeof(bad),
+                 "{\"org_uuid\":\"" ORG_A "\",\"image\":\"chromium\",\"size\":\"small\","
+                 "\"state\":\"running\",\"created_at\":5,\"updated_at\":5,%s}",
+                 bad_values[i]);
+        raw_put(f, "instances", INST_1, UUID_STR_LEN - 1, bad, strlen(bad));
+        if (store_instance_get(f->store, INST_1, &got) != -EBADMSG)
+            fail_msg("a record with %s is not -EBADMSG", bad_values[i]);
+    }
+}
+
 /* --- persistence and damage -------------------------------------------------------------- */
 
 static void test_reopen_keeps_data(void **state)
@@ -1216,7 +1402,8 @@ typedef struct {
 static int insert_capped(Store *store, const StoreInstance *instance, size_t max)
 {
     StoreAdmission admission = {.max_instances = max};
-    return store_instance_insert_admitted(store, instance, &admission, NULL);
+    StoreInsertOptions options = {.admission = &admission};
+    return store_instance_insert_admitted(store, instance, &options, NULL);
 }
 
 static void *race_capped_insert(void *arg)
@@ -1285,6 +1472,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_instance_console_hash_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_set_console_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_console_hash_old_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_set_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_clear_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_expiry_and_resources_round_trip, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_isolated_per_org, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_list_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_instance_transition, setup, teardown),
