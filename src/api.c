@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "access.h"
 #include "api_request.h"
@@ -517,19 +518,46 @@ static void instance_new_access(Api *api, const Route *route, HttpResponse *resp
     http_response_json(response, 200, instance_to_json(api, &instance, secret));
 }
 
+/* Domain, then disk: an overlay left behind means the teardown did not finish. */
+static int teardown(Api *api, const char *instance_uuid)
+{
+    /* Nobody watches a browser that is going away; its URL already answers 404. */
+    console_relay_revoke(api->viewer->relay, instance_uuid);
+    agent_hub_forget(api->agents, instance_uuid);
+    _cleanup_free_ char *error = NULL;
+    int r = virt_domain_remove(api->virt, instance_uuid, &error);
+    if (r < 0 && r != -ENOENT) {
+        log_error("instance %s: cannot remove domain: %s", instance_uuid,
+                  error ? error : strerror(-r));
+        return -EAGAIN;
+    }
+    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance_uuid);
+    r = overlay ? disk_overlay_remove(overlay) : -ENOMEM;
+    if (r < 0) {
+        log_error("instance %s: cannot remove disk: %s", instance_uuid, strerror(-r));
+        return -EIO;
+    }
+    return 0;
+}
+
 int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, const char *why)
 {
     StoreInstance instance;
     int r = store_instance_get(api->store, instance_uuid, &instance);
     if (r < 0)
         return r;
-    /* A lifecycle event may flip running/stopped under us; only a vanished record is -ENOENT. */
+    /*
+     * A delete hides the instance (DELETING) until it is gone; an expiry
+     * shows it TERMINATED at once, so clients never see it vanish for the
+     * seconds a teardown takes. A lifecycle event may flip running/stopped
+     * under us; only a vanished record is -ENOENT.
+     */
+    InstanceState claim = keep_record ? INSTANCE_TERMINATED : INSTANCE_DELETING;
     for (unsigned attempt = 0;; attempt++) {
         if (!visible(&instance) || (keep_record && instance.state == INSTANCE_TERMINATED))
             return -ENOENT;
         StoreInstance current;
-        r = store_instance_transition(api->store, instance.uuid, instance.state, INSTANCE_DELETING,
-                                      &current);
+        r = store_instance_transition(api->store, instance.uuid, instance.state, claim, &current);
         if (r != -ESTALE || attempt == 8)
             break;
         instance = current;
@@ -539,36 +567,36 @@ int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, 
     if (r < 0)
         return r;
 
-    /* Nobody watches a browser that is going away; its URL already answers 404. */
-    console_relay_revoke(api->viewer->relay, instance.uuid);
-    agent_hub_forget(api->agents, instance.uuid);
-    _cleanup_free_ char *error = NULL;
-    r = virt_domain_remove(api->virt, instance.uuid, &error);
-    if (r < 0 && r != -ENOENT) {
-        log_error("instance %s: cannot remove domain: %s", instance.uuid,
-                  error ? error : strerror(-r));
+    r = teardown(api, instance.uuid);
+    if (r == -EAGAIN && !keep_record) {
         /* The domain is still there: give the instance back so a retry can succeed. */
         store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING, instance.state,
                                   NULL);
-        return -EAGAIN;
+        return r;
     }
-    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
-    r = overlay ? disk_overlay_remove(overlay) : -ENOMEM;
-    if (r < 0) {
-        /* The record stays DELETING; the next start-up reconcile retries the disk. */
-        log_error("instance %s: cannot remove disk: %s", instance.uuid, strerror(-r));
-        return -EIO;
-    }
-    r = keep_record ? store_instance_transition(api->store, instance.uuid, INSTANCE_DELETING,
-                                                INSTANCE_TERMINATED, NULL)
-                    : store_instance_delete(api->store, instance.uuid);
+    /* An ended instance whose teardown failed is finished by the janitor (api_instance_finish). */
+    if (r < 0)
+        return r;
+    r = keep_record ? 0 : store_instance_delete(api->store, instance.uuid);
     if (r < 0 && r != -ENOENT) {
-        log_error("instance %s: cannot %s record: %s", instance.uuid,
-                  keep_record ? "terminate its" : "delete its", strerror(-r));
+        log_error("instance %s: cannot delete its record: %s", instance.uuid, strerror(-r));
         return -EIO;
     }
     log_info("instance %s: %s (org %s)", instance.uuid, why, instance.org_uuid);
     return 0;
+}
+
+int api_instance_finish(Api *api, const char *instance_uuid)
+{
+    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance_uuid);
+    if (!overlay)
+        return -ENOMEM;
+    if (access(overlay, F_OK) < 0)
+        return 0;
+    int r = teardown(api, instance_uuid);
+    if (r == 0)
+        log_info("instance %s: teardown finished", instance_uuid);
+    return r;
 }
 
 static void instance_delete(Api *api, const Route *route, HttpResponse *response)

@@ -43,6 +43,12 @@ unsigned api_check_catalog(const Api *api);
  * refused: the instance is as it was), -EIO (see the log).
  */
 int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, const char *why);
+/*
+ * For a TERMINATED instance whose teardown failed (libvirt refused, legbad
+ * died half-way): removes what is left of its domain and disk. 0 when
+ * nothing is left.
+ */
+int api_instance_finish(Api *api, const char *instance_uuid);
 
 /* HttpHandler for the whole API; userdata is an Api. */
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response);

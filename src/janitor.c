@@ -78,9 +78,11 @@ static void sweep(Janitor *j)
         } else if (in->state == INSTANCE_RUNNING && config->idle_timeout > 0 && next &&
                    now - last_viewed(j, in, now, next, &n_next) >= config->idle_timeout) {
             end(j, in, "ended: no viewer for idle_timeout");
-        } else if (in->state == INSTANCE_TERMINATED &&
-                   in->updated_at + (int64_t)config->terminated_retention <= now) {
-            if (store_instance_delete(j->api->store, in->uuid) == 0)
+        } else if (in->state == INSTANCE_TERMINATED) {
+            /* Forgotten only once nothing of it is left on the host. */
+            if (api_instance_finish(j->api, in->uuid) == 0 &&
+                in->updated_at + (int64_t)config->terminated_retention <= now &&
+                store_instance_delete(j->api->store, in->uuid) == 0)
                 log_info("instance %s: forgotten, %u s after it ended", in->uuid,
                          config->terminated_retention);
         }

@@ -1132,6 +1132,8 @@ int store_idempotency_expire(Store *store, int64_t before)
     }
     if (rc != MDB_NOTFOUND)
         return store_error(rc);
+    /* A write transaction frees its cursors when it commits: this one goes first. */
+    mdb_cursor_close(TAKE_PTR(cursor));
     r = txn_commit(&txn);
     return r < 0 ? r : removed;
 }

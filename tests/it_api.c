@@ -133,9 +133,13 @@ static const char *json_string(const cJSON *object, const char *name)
     return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
-/* An instance object with exactly the contract's fields, and the readiness fields. */
-static void assert_instance_object(const cJSON *json, const char *image, const char *size,
-                                   const char *status)
+/*
+ * An instance object with exactly the contract's fields, and the readiness
+ * fields; expires_at is lifetime seconds after created_at (lifetime < 0:
+ * any time at all).
+ */
+static void check_instance_object(const cJSON *json, const char *image, const char *size,
+                                  const char *status, int64_t lifetime)
 {
     static const char *const fields[] = {"instance_uuid", "status",     "image",     "size",
                                          "created_at",    "access_url", "start_url", "ready",
@@ -153,12 +157,12 @@ static void assert_instance_object(const cJSON *json, const char *image, const c
     assert_string_equal(json_string(json, "image"), image);
     assert_string_equal(json_string(json, "size"), size);
     assert_created_at_recent(json_string(json, "created_at"));
-    /* No timeout_seconds in these creates: the default lifetime, an hour. */
     int64_t created, expires;
     assert_int_equal(util_parse_iso8601(json_string(json, "created_at"), &created), 0);
     assert_non_null(json_string(json, "expires_at"));
     assert_int_equal(util_parse_iso8601(json_string(json, "expires_at"), &expires), 0);
-    assert_int_equal(expires - created, 3600);
+    if (lifetime >= 0)
+        assert_int_equal(expires - created, lifetime);
     /* The viewer's address on this legbad; the console tests check its exact form and key. */
     const char *access = json_string(json, "access_url");
     char console_path[64];
@@ -169,6 +173,13 @@ static void assert_instance_object(const cJSON *json, const char *image, const c
     /* The fake driver has no guest to report a drawn page: never ready here. */
     assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(json, "ready")));
     assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "ready_at")));
+}
+
+/* check_instance_object() of a create without timeout_seconds: the default lifetime, an hour. */
+static void assert_instance_object(const cJSON *json, const char *image, const char *size,
+                                   const char *status)
+{
+    check_instance_object(json, image, size, status, 3600);
 }
 
 /* POST a create that must succeed; checks the answer and returns the new uuid. */
@@ -1984,6 +1995,538 @@ static void api_public_url_prefix_origins(void **state)
     delete_instance(&it.a, con.uuid);
 }
 
+/* ---- the lifecycle: expiry, extend, stop and start ---- */
+
+/* How often a test that waits for the janitor looks again. */
+#define POLL_MS 100
+
+/* Writes text to it.dir/name; buf gets the path. */
+static void write_conf(char *buf, size_t size, const char *name, const char *text)
+{
+    snprintf(buf, size, "%s/%s", it.dir, name);
+    FILE *f = fopen(buf, "we");
+    if (!f)
+        fail_msg("%s: %s", buf, strerror(errno));
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A time field of an instance object as seconds since the epoch. */
+static int64_t json_time(const cJSON *json, const char *name)
+{
+    int64_t t = 0;
+    const char *text = json_string(json, name);
+    if (!text || util_parse_iso8601(text, &t) < 0)
+        fail_msg("'%s' is not an ISO 8601 time: %s", name, text ? text : "(absent)");
+    return t;
+}
+
+/* POST …/instances/{uuid}/{action} as org, with body (NULL: none, and no Content-Type). */
+static void instance_action(const HarnessOrg *org, const char *uuid, const char *action,
+                            const char *body, HarnessResponse *resp)
+{
+    char path[256];
+    path_instance(path, sizeof(path), org->uuid, uuid);
+    snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s", action);
+    request(org->auth, "POST", path, body, resp);
+}
+
+/* GET one instance as org into resp; returns the HTTP status. */
+static int get_instance(const HarnessOrg *org, const char *uuid, HarnessResponse *resp)
+{
+    char path[256];
+    path_instance(path, sizeof(path), org->uuid, uuid);
+    request(org->auth, "GET", path, NULL, resp);
+    return resp->status;
+}
+
+/*
+ * GETs the instance every POLL_MS until its status is want (want NULL:
+ * until it answers 404), at most until deadline_ms (harness_now_ms()).
+ * Returns the harness_now_ms() at which it was seen, or fails the test with
+ * what it last answered.
+ */
+static long long check_wait_status(const char *file, int line, const HarnessOrg *org,
+                                   const char *uuid, const char *want, long long deadline_ms)
+{
+    HarnessResponse resp = {0};
+    for (;;) {
+        int status = get_instance(org, uuid, &resp);
+        long long now = harness_now_ms();
+        const char *got = status == 200 ? json_string(resp.json, "status") : NULL;
+        if (want ? got && strcmp(got, want) == 0 : status == 404) {
+            harness_response_done(&resp);
+            return now;
+        }
+        if ((status != 200 && status != 404) || now >= deadline_ms)
+            fail_response(file, line, &resp, "instance %s: %s expected by now", uuid,
+                          want ? want : "404");
+        harness_response_done(&resp);
+        usleep(POLL_MS * 1000);
+    }
+}
+
+#define wait_status(org, uuid, want, deadline_ms)                                                  \
+    check_wait_status(__FILE__, __LINE__, (org), (uuid), (want), (deadline_ms))
+
+/* The status and expires_at of an instance as GET answers them (200 required). */
+static void get_status_expiry(const HarnessOrg *org, const char *uuid, char *status,
+                              size_t status_size, int64_t *ret_expires)
+{
+    HarnessResponse resp = {0};
+    get_instance(org, uuid, &resp);
+    assert_status(&resp, 200);
+    snprintf(status, status_size, "%s", json_string(resp.json, "status"));
+    *ret_expires = json_time(resp.json, "expires_at");
+    harness_response_done(&resp);
+}
+
+/*
+ * POST a create of tiny/small with "timeout_seconds": timeout (JSON text);
+ * it must be 201 with expires_at exactly want seconds after created_at.
+ */
+static void create_with_timeout(const HarnessOrg *org, const char *timeout, int64_t want,
+                                char ret_uuid[UUID_LEN + 1])
+{
+    char path[256], body[160];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), org->uuid);
+    snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"small\",\"timeout_seconds\":%s}",
+             timeout);
+    request(org->auth, "POST", path, body, &resp);
+    assert_status(&resp, 201);
+    check_instance_object(resp.json, "tiny", "small", "running", want);
+    snprintf(ret_uuid, UUID_LEN + 1, "%s", json_string(resp.json, "instance_uuid"));
+    harness_response_done(&resp);
+}
+
+/* Whether the org's list has uuid, and with which status (status_size 0: not wanted). */
+static bool listed_with_status(const HarnessOrg *org, const char *uuid, char *status,
+                               size_t status_size)
+{
+    cJSON *list = list_instances(org);
+    const cJSON *item = list_find(list, uuid);
+    if (item && status_size)
+        snprintf(status, status_size, "%s", json_string(item, "status"));
+    cJSON_Delete(list);
+    return item != NULL;
+}
+
+static void assert_log_has(const char *needle)
+{
+    /* Log lines follow the answer by a moment. */
+    for (int i = 0; i < 100 && !harness_log_contains(it.legbad->log_path, needle); i++)
+        usleep(10 * 1000);
+    if (!harness_log_contains(it.legbad->log_path, needle))
+        fail_msg("legbad's log %s does not say '%s'", it.legbad->log_path, needle);
+}
+
+/*
+ * timeout_seconds: past expires_at the janitor destroys domain and disk and
+ * keeps the record as "terminated" for terminated_retention (3 s here),
+ * then forgets it. Instances without a timeout, and stopped ones with one,
+ * are treated alike by the clock: the first lives on, the second ends too.
+ */
+static void api_expiry(void **state)
+{
+    char conf[512], a[UUID_LEN + 1], b[UUID_LEN + 1], s[UUID_LEN + 1], overlay[512];
+    char needle[128], status[32];
+    HarnessResponse resp = {0};
+    write_conf(conf, sizeof(conf), "expiry.conf",
+               "memory_overcommit_percent = 0\nterminated_retention = 3\n");
+    start_special_legbad("legbad-expiry.log", HARNESS_LIST("--config", conf));
+    assert_log_has("ended ones show for 3 s");
+    int listed = list_total(&it.a), overlays = overlay_count();
+
+    long long t0 = harness_now_ms();
+    create_with_timeout(&it.a, "2", 2, a);
+    create_instance(&it.a, "small", b);
+    create_with_timeout(&it.a, "2", 2, s);
+    instance_action(&it.a, s, "stop", NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "status"), "stopped");
+    harness_response_done(&resp);
+    int64_t a_expires;
+    get_status_expiry(&it.a, a, status, sizeof(status), &a_expires);
+
+    long long ended = wait_status(&it.a, a, "terminated", t0 + 5000);
+    /* Not before its time: the clock it was given is the one it ran out of. */
+    if ((int64_t)time(NULL) < a_expires)
+        fail_msg("%s terminated before its expires_at", a);
+    print_message("timeout_seconds 2: terminated %lld ms after the create\n", ended - t0);
+
+    /* Its answer is the same instance, ended: same times, no disk, no domain. */
+    get_instance(&it.a, a, &resp);
+    assert_status(&resp, 200);
+    check_instance_object(resp.json, "tiny", "small", "terminated", 2);
+    assert_int_equal(json_time(resp.json, "expires_at"), a_expires);
+    harness_response_done(&resp);
+    overlay_path(overlay, sizeof(overlay), a);
+    if (harness_file_exists(overlay))
+        fail_msg("overlay %s still there after the expiry", overlay);
+    /* The fake driver's domains live inside legbad: its log says the domain went. */
+    snprintf(needle, sizeof(needle), "instance %s: expired", a);
+    assert_log_has(needle);
+    assert_true(listed_with_status(&it.a, a, status, sizeof(status)));
+    assert_string_equal(status, "terminated");
+    assert_true(legbactl_has_instance(a));
+
+    /* The stopped one ran out of time as well; the one without a timeout runs on. */
+    wait_status(&it.a, s, "terminated", t0 + 5000);
+    overlay_path(overlay, sizeof(overlay), s);
+    assert_false(harness_file_exists(overlay));
+    assert_true(listed_with_status(&it.a, b, status, sizeof(status)));
+    assert_string_equal(status, "running");
+    overlay_path(overlay, sizeof(overlay), b);
+    assert_true(harness_file_exists(overlay));
+
+    /* terminated_retention later the record is gone, from the API and from the store. */
+    long long gone = wait_status(&it.a, a, NULL, ended + 3000 + 2500);
+    print_message("terminated_retention 3: gone %lld ms after terminated was seen\n", gone - ended);
+    if (gone - ended < 1500)
+        fail_msg("%s was forgotten %lld ms after it ended; retention is 3 s", a, gone - ended);
+    assert_false(listed_with_status(&it.a, a, NULL, 0));
+    assert_false(legbactl_has_instance(a));
+    snprintf(needle, sizeof(needle), "instance %s: forgotten", a);
+    assert_log_has(needle);
+    wait_status(&it.a, s, NULL, harness_now_ms() + 5000);
+
+    get_status_expiry(&it.a, b, status, sizeof(status), &a_expires);
+    assert_string_equal(status, "running");
+    delete_instance(&it.a, b);
+    assert_int_equal(list_total(&it.a), listed);
+    assert_int_equal(overlay_count(), overlays);
+}
+
+/* Expects POST …/extend with body (and a JSON Content-Type) to be refused so. */
+static void check_extend_refused(const char *file, int line, const char *uuid, const char *body,
+                                 int status, const char *code, const char *message_word)
+{
+    HarnessResponse resp = {0};
+    instance_action(&it.a, uuid, "extend", body, &resp);
+    harness_check_error(file, line, &resp, status, code);
+    const char *message = harness_error_message(&resp);
+    if (message_word && (!message || !strstr(message, message_word)))
+        fail_response(file, line, &resp, "error message should name '%s'", message_word);
+    harness_response_done(&resp);
+}
+
+#define assert_extend_refused(uuid, body, status, code, message_word)                              \
+    check_extend_refused(__FILE__, __LINE__, (uuid), (body), (status), (code), (message_word))
+
+/*
+ * POST …/extend {"timeout_seconds": N}: expires_at becomes now + N (longer
+ * or shorter), within the host's maximum; only the owner may; an instance
+ * that has ended stays ended (409), and can still be deleted.
+ */
+static void api_extend(void **state)
+{
+    char uuid[UUID_LEN + 1], ended[UUID_LEN + 1], path[256], status[32];
+    HarnessResponse resp = {0};
+    create_instance(&it.a, "small", uuid);
+
+    int64_t before = time(NULL);
+    instance_action(&it.a, uuid, "extend", "{\"timeout_seconds\":7200}", &resp);
+    int64_t after = time(NULL);
+    assert_status(&resp, 200);
+    check_instance_object(resp.json, "tiny", "small", "running", -1);
+    int64_t expires = json_time(resp.json, "expires_at");
+    if (expires < before + 7200 || expires > after + 7200)
+        fail_response(__FILE__, __LINE__, &resp, "expires_at now + 7200 expected");
+    /* The key of the access URL is not handed out again. */
+    assert_null(strstr(json_string(resp.json, "access_url"), "#key="));
+    harness_response_done(&resp);
+    int64_t stored;
+    get_status_expiry(&it.a, uuid, status, sizeof(status), &stored);
+    assert_int_equal(stored, expires);
+    assert_string_equal(status, "running");
+
+    /* Shorter is an extend too: from now, not from the old expiry. */
+    before = time(NULL);
+    instance_action(&it.a, uuid, "extend", "{\"timeout_seconds\":60}", &resp);
+    after = time(NULL);
+    assert_status(&resp, 200);
+    expires = json_time(resp.json, "expires_at");
+    if (expires < before + 60 || expires > after + 60)
+        fail_response(__FILE__, __LINE__, &resp, "expires_at now + 60 expected");
+    harness_response_done(&resp);
+
+    /* Bodies that are not exactly {"timeout_seconds": 1..86400}. */
+    assert_extend_refused(uuid, "{}", 400, "missing_field", "timeout_seconds");
+    assert_extend_refused(uuid, "", 400, "invalid_json", NULL);
+    assert_extend_refused(uuid, "not json", 400, "invalid_json", NULL);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":60,\"size\":\"large\"}", 400, "unknown_field",
+                          "size");
+    assert_extend_refused(uuid, "{\"timeout_seconds\":\"600\"}", 400, "invalid_type", NULL);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":null}", 400, "invalid_type", NULL);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":0}", 400, "invalid_timeout", NULL);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":-60}", 400, "invalid_timeout", NULL);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":1.5}", 400, "invalid_timeout", NULL);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":86401}", 400, "invalid_timeout", "86400");
+    assert_extend_refused(uuid, "{\"timeout_seconds\":1e12}", 400, "invalid_timeout", NULL);
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    strcat(path, "/extend");
+    static const char body[] = "{\"timeout_seconds\":600}";
+    assert_int_equal(harness_http(it.legbad->port, "POST", path, HARNESS_LIST(it.a.auth), body,
+                                  strlen(body), &resp),
+                     0);
+    assert_error(&resp, 415, "unsupported_media_type");
+    harness_response_done(&resp);
+    request(NULL, "POST", path, body, &resp);
+    assert_error(&resp, 401, "unauthorized");
+    harness_response_done(&resp);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_error(&resp, 405, "method_not_allowed");
+    assert_header(&resp, "Allow", "POST");
+    harness_response_done(&resp);
+
+    /* Another org's instance does not exist for it, whatever the action. */
+    static const char *const actions[] = {"extend", "stop", "start"};
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+        instance_action(&it.b, uuid, actions[i], body, &resp);
+        assert_error(&resp, 404, "not_found");
+        harness_response_done(&resp);
+    }
+    char missing[UUID_LEN + 1];
+    assert_int_equal(uuid_generate(missing), 0);
+    instance_action(&it.a, missing, "extend", body, &resp);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    /* None of that changed it. */
+    get_status_expiry(&it.a, uuid, status, sizeof(status), &stored);
+    assert_int_equal(stored, expires);
+    assert_string_equal(status, "running");
+
+    /* An ended instance is not brought back by any of them: 409, and it stays as it was. */
+    long long t0 = harness_now_ms();
+    create_with_timeout(&it.a, "1", 1, ended);
+    wait_status(&it.a, ended, "terminated", t0 + 4500);
+    int64_t ended_expires;
+    get_status_expiry(&it.a, ended, status, sizeof(status), &ended_expires);
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+        instance_action(&it.a, ended, actions[i], body, &resp);
+        assert_error(&resp, 409, "terminated");
+        harness_response_done(&resp);
+    }
+    get_status_expiry(&it.a, ended, status, sizeof(status), &stored);
+    assert_string_equal(status, "terminated");
+    assert_int_equal(stored, ended_expires);
+
+    /* DELETE of an ended instance forgets it at once. */
+    delete_instance(&it.a, ended);
+    assert_int_equal(get_instance(&it.a, ended, &resp), 404);
+    assert_error(&resp, 404, "not_found");
+    harness_response_done(&resp);
+    assert_false(listed_with_status(&it.a, ended, NULL, 0));
+    assert_false(legbactl_has_instance(ended));
+    delete_instance(&it.a, uuid);
+}
+
+/*
+ * POST …/stop powers the domain off and keeps it, disk and all; …/start
+ * powers it on, not ready until the guest says so again. Both answer the
+ * instance as it is, and asking twice is no error.
+ */
+static void api_stop_start(void **state)
+{
+    char uuid[UUID_LEN + 1], overlay[512], needle[128];
+    HarnessResponse resp = {0};
+    create_instance(&it.a, "medium", uuid);
+    overlay_path(overlay, sizeof(overlay), uuid);
+
+    for (int round = 0; round < 2; round++) {
+        instance_action(&it.a, uuid, "stop", NULL, &resp);
+        assert_status(&resp, 200);
+        assert_instance_object(resp.json, "tiny", "medium", "stopped");
+        harness_response_done(&resp);
+        get_instance(&it.a, uuid, &resp);
+        assert_status(&resp, 200);
+        assert_instance_object(resp.json, "tiny", "medium", "stopped");
+        harness_response_done(&resp);
+        if (!harness_file_exists(overlay))
+            fail_msg("stop %d: overlay %s is gone", round + 1, overlay);
+    }
+    snprintf(needle, sizeof(needle), "instance %s: powered off", uuid);
+    assert_log_has(needle);
+
+    for (int round = 0; round < 2; round++) {
+        instance_action(&it.a, uuid, "start", NULL, &resp);
+        assert_status(&resp, 200);
+        /* Running again, and not ready: nothing has drawn a page since the power came back. */
+        assert_instance_object(resp.json, "tiny", "medium", "running");
+        harness_response_done(&resp);
+        get_instance(&it.a, uuid, &resp);
+        assert_status(&resp, 200);
+        assert_instance_object(resp.json, "tiny", "medium", "running");
+        harness_response_done(&resp);
+    }
+    snprintf(needle, sizeof(needle), "instance %s: powered on", uuid);
+    assert_log_has(needle);
+    assert_true(harness_file_exists(overlay));
+
+    /* A body is neither needed nor looked at; other methods are not allowed. */
+    instance_action(&it.a, uuid, "stop", "{\"force\":true}", &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "status"), "stopped");
+    harness_response_done(&resp);
+    char path[256];
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    strcat(path, "/start");
+    request(it.a.auth, "DELETE", path, NULL, &resp);
+    assert_error(&resp, 405, "method_not_allowed");
+    assert_header(&resp, "Allow", "POST");
+    harness_response_done(&resp);
+
+    /* A stopped instance deletes like a running one. */
+    delete_instance(&it.a, uuid);
+    assert_false(legbactl_has_instance(uuid));
+}
+
+/*
+ * timeout_seconds is bounded by instance_timeout_max (the message says
+ * what it is); without one, instance_timeout applies. A config where the
+ * default is past the maximum does not start.
+ */
+static void api_timeout_limits(void **state)
+{
+    char uuid[UUID_LEN + 1], path[256], conf[512];
+    HarnessResponse resp = {0};
+    int before = list_total(&it.a), overlays = overlay_count();
+    path_instances(path, sizeof(path), it.a.uuid);
+
+    static const struct {
+        const char *value, *code, *word;
+    } refused[] = {
+        {"86401", "invalid_timeout", "86400"}, {"0", "invalid_timeout", NULL},
+        {"-1", "invalid_timeout", NULL},       {"1.5", "invalid_timeout", NULL},
+        {"1e12", "invalid_timeout", NULL},     {"\"60\"", "invalid_type", "timeout_seconds"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "{\"image\":\"tiny\",\"size\":\"small\",\"timeout_seconds\":%s}",
+                 refused[i].value);
+        request(it.a.auth, "POST", path, body, &resp);
+        assert_error(&resp, 400, refused[i].code);
+        if (refused[i].word)
+            assert_message_has(&resp, refused[i].word);
+        harness_response_done(&resp);
+    }
+    /* Nothing was made of any of them. */
+    assert_int_equal(list_total(&it.a), before);
+    assert_int_equal(overlay_count(), overlays);
+
+    /* The maximum itself is fine; null is the default. */
+    create_with_timeout(&it.a, "86400", 86400, uuid);
+    delete_instance(&it.a, uuid);
+    create_with_timeout(&it.a, "null", 3600, uuid);
+    delete_instance(&it.a, uuid);
+
+    /* Another host's limits: default 30 s, at most 60 s. */
+    write_conf(conf, sizeof(conf), "limits.conf",
+               "memory_overcommit_percent = 0\ninstance_timeout = 30\ninstance_timeout_max = 60\n");
+    start_special_legbad("legbad-limits.log", HARNESS_LIST("--config", conf));
+    assert_log_has("instances live 30 s unless asked otherwise (at most 60 s)");
+    request(it.a.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_status(&resp, 201);
+    check_instance_object(resp.json, "tiny", "small", "running", 30);
+    snprintf(uuid, sizeof(uuid), "%s", json_string(resp.json, "instance_uuid"));
+    harness_response_done(&resp);
+    delete_instance(&it.a, uuid);
+    create_with_timeout(&it.a, "60", 60, uuid);
+    assert_extend_refused(uuid, "{\"timeout_seconds\":61}", 400, "invalid_timeout", "60");
+    delete_instance(&it.a, uuid);
+    request(it.a.auth, "POST", path,
+            "{\"image\":\"tiny\",\"size\":\"small\",\"timeout_seconds\":61}", &resp);
+    assert_error(&resp, 400, "invalid_timeout");
+    assert_message_has(&resp, "60");
+    harness_response_done(&resp);
+    assert_int_equal(list_total(&it.a), before);
+
+    write_conf(conf, sizeof(conf), "contradiction.conf",
+               "instance_timeout = 100\ninstance_timeout_max = 50\n");
+    char *out = legbad_refuses(HARNESS_LIST("--config", conf));
+    if (!strstr(out, "instance_timeout_max"))
+        fail_msg("instance_timeout over instance_timeout_max: the message should say so: %s", out);
+    free(out);
+}
+
+/*
+ * idle_timeout: a running instance nobody has watched for that long ends
+ * like an expired one. A stopped one has nothing to watch and is left
+ * alone; started again, its idle clock starts again.
+ */
+static void api_idle(void **state)
+{
+    char conf[512], a[UUID_LEN + 1], s[UUID_LEN + 1], overlay[512], needle[160], status[32];
+    HarnessResponse resp = {0};
+    write_conf(conf, sizeof(conf), "idle.conf",
+               "memory_overcommit_percent = 0\nidle_timeout = 2\n");
+    start_special_legbad("legbad-idle.log", HARNESS_LIST("--config", conf));
+    assert_log_has("or until nobody watched them for idle_timeout");
+
+    long long t0 = harness_now_ms();
+    create_instance(&it.a, "small", a);
+    create_instance(&it.a, "small", s);
+    instance_action(&it.a, s, "stop", NULL, &resp);
+    assert_status(&resp, 200);
+    harness_response_done(&resp);
+
+    long long ended = wait_status(&it.a, a, "terminated", t0 + 5000);
+    print_message("idle_timeout 2: terminated %lld ms after the create\n", ended - t0);
+    /* Not at first sight: it was given its two seconds. */
+    if (ended - t0 < 1000)
+        fail_msg("%s ended %lld ms after it was created; idle_timeout is 2 s", a, ended - t0);
+    snprintf(needle, sizeof(needle), "instance %s: ended: no viewer for idle_timeout", a);
+    assert_log_has(needle);
+    overlay_path(overlay, sizeof(overlay), a);
+    assert_false(harness_file_exists(overlay));
+
+    /* Well past two seconds, the stopped one is still stopped. */
+    usleep(2000 * 1000);
+    int64_t expires;
+    get_status_expiry(&it.a, s, status, sizeof(status), &expires);
+    assert_string_equal(status, "stopped");
+    overlay_path(overlay, sizeof(overlay), s);
+    assert_true(harness_file_exists(overlay));
+
+    long long started = harness_now_ms();
+    instance_action(&it.a, s, "start", NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(json_string(resp.json, "status"), "running");
+    harness_response_done(&resp);
+    ended = wait_status(&it.a, s, "terminated", started + 5000);
+    if (ended - started < 1000)
+        fail_msg("%s ended %lld ms after it was started; idle_timeout is 2 s", s, ended - started);
+
+    delete_instance(&it.a, a);
+    delete_instance(&it.a, s);
+    assert_false(listed_with_status(&it.a, a, NULL, 0));
+    assert_false(listed_with_status(&it.a, s, NULL, 0));
+}
+
+/* An ended instance holds nothing: with max_instances = 1, its record does not block a create. */
+static void api_terminated_frees_capacity(void **state)
+{
+    char conf[512], ended[UUID_LEN + 1], next[UUID_LEN + 1], path[256];
+    HarnessResponse resp = {0};
+    write_conf(conf, sizeof(conf), "capacity.conf",
+               "memory_overcommit_percent = 0\nmax_instances = 1\n");
+    start_special_legbad("legbad-capacity.log", HARNESS_LIST("--config", conf));
+
+    long long t0 = harness_now_ms();
+    create_with_timeout(&it.a, "1", 1, ended);
+    path_instances(path, sizeof(path), it.b.uuid);
+    request(it.b.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 503, "capacity");
+    harness_response_done(&resp);
+
+    wait_status(&it.a, ended, "terminated", t0 + 4500);
+    create_instance(&it.b, "small", next);
+    delete_instance(&it.b, next);
+    delete_instance(&it.a, ended);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2008,6 +2551,13 @@ int main(void)
         cmocka_unit_test_setup(api_tls_config_errors, revive_legbad),
         cmocka_unit_test_setup_teardown(api_public_url_instance, revive_legbad, put_back_legbad),
         cmocka_unit_test_setup_teardown(api_public_url_prefix_origins, revive_legbad,
+                                        put_back_legbad),
+        cmocka_unit_test_setup(api_extend, revive_legbad),
+        cmocka_unit_test_setup(api_stop_start, revive_legbad),
+        cmocka_unit_test_setup_teardown(api_expiry, revive_legbad, put_back_legbad),
+        cmocka_unit_test_setup_teardown(api_timeout_limits, revive_legbad, put_back_legbad),
+        cmocka_unit_test_setup_teardown(api_idle, revive_legbad, put_back_legbad),
+        cmocka_unit_test_setup_teardown(api_terminated_frees_capacity, revive_legbad,
                                         put_back_legbad),
     };
     return cmocka_run_group_tests_name("it_api", tests, group_setup, group_teardown);

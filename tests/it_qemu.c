@@ -2,10 +2,15 @@
  * Tier 3: real QEMU under qemu:///system (TCG where the host has no usable
  * KVM), driven through legbad's API with the tiny image. Proves that a
  * QEMU process runs the instance, that its console answers RFB through
- * libvirt, that DELETE removes process, domain, overlay and record, and
- * that start-up reconcile repairs stale records and orphan domains.
+ * libvirt, that DELETE removes process, domain, overlay and record, that
+ * start-up reconcile repairs stale records and orphan domains, that stop,
+ * start and expiry do to QEMU what the API says, and that legbad outlives
+ * a libvirtd restart.
  *
- * Needs root and a running libvirtd (tools/setup provides both).
+ * Needs root and a running libvirtd (tools/setup provides both). The
+ * restart test stops that libvirtd (SIGTERM to the pid in
+ * /run/libvirtd.pid) and starts a new one with `libvirtd -d`, as
+ * tools/setup does; whatever happens, a libvirtd runs when it ends.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +41,7 @@ static struct {
     HarnessOrg org;
     HarnessLegbad *legbad;
     virConnectPtr conn;
+    bool restarted_libvirtd; /* q.conn is to a libvirtd that was stopped */
 } q;
 
 static void silence(void *userdata, virErrorPtr error)
@@ -56,6 +62,12 @@ static int start_legbad(void)
 
 static int group_setup(void **state)
 {
+    /*
+     * libvirt's client writes to its socket without MSG_NOSIGNAL and asks
+     * its users to ignore SIGPIPE; a call on the connection to a libvirtd
+     * the restart test stopped would otherwise end this process silently.
+     */
+    signal(SIGPIPE, SIG_IGN);
     virSetErrorFunc(NULL, silence);
     q.conn = virConnectOpen(QEMU_URI);
     if (!q.conn) {
@@ -477,12 +489,421 @@ static void test_restart_reconciles(void **state)
     assert_int_equal(harness_count_files(instances_dir, ".qcow2"), 0);
 }
 
+/* ---- the lifecycle on real QEMU: stop and start, expiry, a libvirtd restart ---- */
+
+/* POST …/instances/{uuid}/{action}, no body. */
+static int post_action(const char *uuid, const char *action, HarnessResponse *resp)
+{
+    char path[192];
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s/%s", q.org.uuid, uuid, action);
+    return harness_http(q.legbad->port, "POST", path, HARNESS_LIST(q.org.auth), NULL, 0, resp);
+}
+
+/* POST action (no body); it must answer 200 with this status, not ready. */
+static void assert_action_status(const char *uuid, const char *action, const char *want)
+{
+    HarnessResponse resp = {0};
+    assert_int_equal(post_action(uuid, action, &resp), 0);
+    assert_http_status(&resp, 200);
+    const char *status = cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "status"));
+    if (!status || strcmp(status, want) != 0)
+        fail_msg("%s: status %s expected: %s", action, want, resp.body);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(resp.json, "ready")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(resp.json, "ready_at")));
+    harness_response_done(&resp);
+}
+
+/* The domain's libvirt state (VIR_DOMAIN_RUNNING, _SHUTOFF…), or -1 when there is no domain. */
+static int domain_state(const char *uuid)
+{
+    virDomainPtr dom = lookup(uuid);
+    if (!dom)
+        return -1;
+    int state = -1, reason;
+    if (virDomainGetState(dom, &state, &reason, 0) < 0)
+        state = -1;
+    virDomainFree(dom);
+    return state;
+}
+
+/*
+ * Polls GET until the instance's status is want, at most until deadline_ms
+ * (harness_now_ms()); returns when it was seen, or fails with the last one.
+ */
+static long long wait_instance_status(const char *uuid, const char *want, long long deadline_ms)
+{
+    for (;;) {
+        char *status = instance_status(uuid);
+        long long now = harness_now_ms();
+        bool done = status && strcmp(status, want) == 0;
+        if (done || now >= deadline_ms) {
+            if (!done)
+                fail_msg("instance %s: status %s expected by now, it is %s", uuid, want,
+                         status ? status : "(404)");
+            free(status);
+            return now;
+        }
+        free(status);
+        usleep(100 * 1000);
+    }
+}
+
+static bool log_says(const char *needle, int seconds)
+{
+    for (int i = 0; i < seconds * 10; i++) {
+        if (harness_log_contains(q.legbad->log_path, needle))
+            return true;
+        usleep(100 * 1000);
+    }
+    return harness_log_contains(q.legbad->log_path, needle);
+}
+
+/* Whether the domain's disk is this overlay: a restarted domain boots from the same disk. */
+static bool domain_uses_disk(const char *uuid, const char *overlay)
+{
+    virDomainPtr dom = lookup(uuid);
+    if (!dom)
+        return false;
+    char *xml = virDomainGetXMLDesc(dom, 0);
+    char want[600];
+    snprintf(want, sizeof(want), "<source file='%s'", overlay);
+    bool found = xml && strstr(xml, want);
+    free(xml);
+    virDomainFree(dom);
+    return found;
+}
+
+/*
+ * POST …/stop ends the QEMU process and keeps the domain (shut off) and its
+ * disk; …/start boots it again from the same disk, console and all; DELETE
+ * then takes everything.
+ */
+static void test_stop_start_real(void **state)
+{
+    char uuid[UUID_STR_LEN];
+    create_instance(uuid);
+    pid_t pid = qemu_pid(uuid);
+    assert_true(pid > 0);
+    assert_true(qemu_runs(pid, uuid));
+    _cleanup_free_ char *overlay = overlay_of(uuid);
+
+    long long t0 = harness_now_ms();
+    assert_action_status(uuid, "stop", "stopped");
+    long long stopped = harness_now_ms();
+    assert_true(wait_process_gone(pid, 10));
+    assert_int_equal(domain_state(uuid), VIR_DOMAIN_SHUTOFF);
+    assert_true(harness_file_exists(overlay));
+    assert_true(domain_uses_disk(uuid, overlay));
+    _cleanup_free_ char *status = instance_status(uuid);
+    assert_non_null(status);
+    assert_string_equal(status, "stopped");
+    assert_true(record_listed_by_legbactl(uuid));
+    /* Stopping what is stopped changes nothing. */
+    assert_action_status(uuid, "stop", "stopped");
+    assert_int_equal(domain_state(uuid), VIR_DOMAIN_SHUTOFF);
+
+    long long t1 = harness_now_ms();
+    assert_action_status(uuid, "start", "running");
+    long long started = harness_now_ms();
+    pid_t again = qemu_pid(uuid);
+    assert_true(again > 0);
+    assert_true(qemu_runs(again, uuid));
+    assert_int_equal(domain_state(uuid), VIR_DOMAIN_RUNNING);
+    assert_true(domain_uses_disk(uuid, overlay));
+    free(status);
+    status = instance_status(uuid);
+    assert_non_null(status);
+    assert_string_equal(status, "running");
+    assert_action_status(uuid, "start", "running");
+    assert_int_equal(qemu_pid(uuid), again);
+    virDomainPtr dom = lookup(uuid);
+    assert_non_null(dom);
+    assert_console_speaks_rfb(dom);
+    virDomainFree(dom);
+    print_message("stop %lld ms, start %lld ms\n", stopped - t0, started - t1);
+
+    HarnessResponse resp = {0};
+    assert_int_equal(request("DELETE", uuid, &resp), 0);
+    assert_http_status(&resp, 204);
+    harness_response_done(&resp);
+    assert_true(wait_process_gone(again, 10));
+    assert_false(domain_exists(uuid));
+    assert_false(harness_file_exists(overlay));
+    assert_false(record_listed_by_legbactl(uuid));
+}
+
+/* timeout_seconds 3: the janitor destroys process, domain and disk; the record says terminated. */
+static void test_expiry_real(void **state)
+{
+    char uuid[UUID_STR_LEN], path[128], needle[96];
+    static const char body[] = "{\"image\":\"tiny\",\"size\":\"small\",\"timeout_seconds\":3}";
+    HarnessResponse resp = {0};
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances", q.org.uuid);
+    long long t0 = harness_now_ms();
+    assert_int_equal(harness_http(q.legbad->port, "POST", path,
+                                  HARNESS_LIST(q.org.auth, "Content-Type: application/json"), body,
+                                  strlen(body), &resp),
+                     0);
+    assert_http_status(&resp, 201);
+    int64_t created, expires;
+    assert_int_equal(
+        util_parse_iso8601(cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "created_at")),
+                           &created),
+        0);
+    assert_int_equal(
+        util_parse_iso8601(cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "expires_at")),
+                           &expires),
+        0);
+    assert_int_equal(expires - created, 3);
+    snprintf(uuid, sizeof(uuid), "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
+    harness_response_done(&resp);
+    long long answered = harness_now_ms();
+    pid_t pid = qemu_pid(uuid);
+    assert_true(pid > 0);
+    assert_true(qemu_runs(pid, uuid));
+    _cleanup_free_ char *overlay = overlay_of(uuid);
+
+    /*
+     * From the 201: the seconds the create itself took (booting QEMU) are
+     * not the test's. Every answer on the way is running or terminated: an
+     * instance that is ending is not "no such instance" (404) meanwhile.
+     */
+    long long ended = 0, first_404 = 0;
+    unsigned n_404 = 0;
+    while (!ended) {
+        char *status = instance_status(uuid);
+        long long now = harness_now_ms();
+        if (!status) {
+            n_404++;
+            if (!first_404)
+                first_404 = now;
+        } else if (strcmp(status, "terminated") == 0) {
+            ended = now;
+        } else if (strcmp(status, "running") != 0) {
+            fail_msg("instance %s: status %s while it expires", uuid, status);
+        }
+        free(status);
+        if (!ended && now >= answered + 6000)
+            fail_msg("instance %s: not terminated 6 s after the create", uuid);
+        usleep(100 * 1000);
+    }
+    print_message("timeout_seconds 3: terminated %lld ms after the create was sent, %lld ms "
+                  "after its answer\n",
+                  ended - t0, ended - answered);
+    assert_true(time(NULL) >= expires);
+    /*
+     * "terminated" shows as the teardown starts; legbad logs "expired" once
+     * domain and disk are gone, which takes a TCG QEMU a couple of seconds.
+     */
+    snprintf(needle, sizeof(needle), "instance %s: expired", uuid);
+    assert_true(log_says(needle, 10));
+    assert_true(wait_process_gone(pid, 1));
+    assert_false(domain_exists(uuid));
+    assert_false(harness_file_exists(overlay));
+    assert_true(record_listed_by_legbactl(uuid));
+
+    assert_int_equal(request("DELETE", uuid, &resp), 0);
+    assert_http_status(&resp, 204);
+    harness_response_done(&resp);
+    assert_false(record_listed_by_legbactl(uuid));
+    if (n_404)
+        fail_msg("GET did not answer 200 (404: no such instance) %u times, from %lld ms before "
+                 "it answered terminated: the record is invisible while the janitor ends it",
+                 n_404, ended - first_404);
+}
+
+/* ---- libvirtd restarted under a running legbad ---- */
+
+/* The running libvirtd's pid, from its pid file, checked against /proc; 0 when there is none. */
+static pid_t libvirtd_pid(void)
+{
+    char buf[32] = "", path[64], comm[32] = "";
+    FILE *f = fopen("/run/libvirtd.pid", "re");
+    if (!f)
+        return 0;
+    if (!fgets(buf, sizeof(buf), f))
+        buf[0] = '\0';
+    fclose(f);
+    pid_t pid = (pid_t)atoi(buf);
+    if (pid <= 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    if (!fgets(comm, sizeof(comm), f))
+        comm[0] = '\0';
+    fclose(f);
+    return strcmp(comm, "libvirtd\n") == 0 ? pid : 0;
+}
+
+/* Whether libvirtd answers on qemu:///system (virsh's complaints while it does not are dropped). */
+static bool libvirt_answers(void)
+{
+    return harness_run_merged(HARNESS_LIST("virsh", "-c", QEMU_URI, "version"), NULL) == 0;
+}
+
+/* Starts libvirtd the way tools/setup does and waits until it answers on qemu:///system. */
+static int libvirtd_start(void)
+{
+    int status = harness_run(HARNESS_LIST("libvirtd", "-d"), NULL);
+    if (status != 0) {
+        fprintf(stderr, "it_qemu: libvirtd -d: exit status %d\n", status);
+        return -EIO;
+    }
+    for (int i = 0; i < 150; i++) {
+        if (libvirt_answers())
+            return 0;
+        usleep(200 * 1000);
+    }
+    fprintf(stderr, "it_qemu: libvirtd started but does not answer on %s\n", QEMU_URI);
+    return -ETIMEDOUT;
+}
+
+/*
+ * The test's own connection, new after libvirtd came back. This process
+ * runs no libvirt event loop, so the old one cannot tell it is dead.
+ */
+static void reopen_conn(void)
+{
+    if (q.conn)
+        virConnectClose(q.conn);
+    q.conn = virConnectOpen(QEMU_URI);
+}
+
+/*
+ * After the libvirtd test, pass or fail: the other tests and everything
+ * else on this host need libvirtd, so one is running when it returns.
+ */
+static int libvirtd_restore(void **state)
+{
+    int r = 0;
+    if (!libvirt_answers()) {
+        /* One that is still starting up gets its time before another is started. */
+        for (int i = 0; i < 50 && libvirtd_pid() > 0 && !libvirt_answers(); i++)
+            usleep(200 * 1000);
+        if (!libvirt_answers() && libvirtd_pid() == 0) {
+            fprintf(stderr, "it_qemu: libvirtd is not running after the test; starting it\n");
+            r = libvirtd_start();
+        }
+    }
+    if (q.restarted_libvirtd)
+        reopen_conn();
+    return r < 0 || !q.conn ? -1 : 0;
+}
+
+/*
+ * libvirtd stops (SIGTERM, as a package upgrade or an operator does) and
+ * starts again under a running legbad: meanwhile the instance's QEMU runs
+ * on and a create answers 503 hypervisor_unavailable; afterwards legbad is
+ * connected again by itself, creates work and lifecycle events arrive.
+ */
+static void test_libvirtd_restart(void **state)
+{
+    char uuid[UUID_STR_LEN], after[UUID_STR_LEN], name[64], path[128];
+    char instances_dir[512];
+    snprintf(instances_dir, sizeof(instances_dir), "%s/instances", q.data_dir);
+    create_instance(uuid);
+    pid_t qemu = qemu_pid(uuid);
+    assert_true(qemu > 0);
+    assert_true(qemu_runs(qemu, uuid));
+    assert_false(harness_log_contains(q.legbad->log_path, "reconnected"));
+
+    pid_t daemon = libvirtd_pid();
+    if (daemon == 0)
+        fail_msg("no libvirtd found through /run/libvirtd.pid: started some other way?");
+    long long t0 = harness_now_ms();
+    assert_int_equal(kill(daemon, SIGTERM), 0);
+    q.restarted_libvirtd = true;
+    if (!wait_process_gone(daemon, 30))
+        fail_msg("libvirtd %d still runs 30 s after SIGTERM", (int)daemon);
+    print_message("libvirtd %d stopped after %lld ms\n", (int)daemon, harness_now_ms() - t0);
+
+    /* legbad notices, keeps answering from its records, and refuses creates for now. */
+    snprintf(name, sizeof(name), "connection to %s lost", QEMU_URI);
+    assert_true(log_says(name, 20));
+    _cleanup_free_ char *status = instance_status(uuid);
+    assert_non_null(status);
+    assert_string_equal(status, "running");
+    int overlays = harness_count_files(instances_dir, ".qcow2");
+    cJSON *list = NULL;
+    assert_int_equal(harness_legbactl(q.data_dir, HARNESS_LIST("instance", "list"), &list), 0);
+    int records = cJSON_GetArraySize(cJSON_GetObjectItem(list, "instances"));
+    cJSON_Delete(list);
+    HarnessResponse resp = {0};
+    static const char body[] = "{\"image\":\"tiny\",\"size\":\"small\"}";
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances", q.org.uuid);
+    assert_int_equal(harness_http(q.legbad->port, "POST", path,
+                                  HARNESS_LIST(q.org.auth, "Content-Type: application/json"), body,
+                                  strlen(body), &resp),
+                     0);
+    assert_http_status(&resp, 503);
+    const char *code =
+        cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(resp.json, "error"), "code"));
+    assert_non_null(code);
+    assert_string_equal(code, "hypervisor_unavailable");
+    assert_non_null(harness_header(&resp, "Retry-After"));
+    harness_response_done(&resp);
+    /* The refused create left nothing behind. */
+    assert_int_equal(harness_count_files(instances_dir, ".qcow2"), overlays);
+    assert_int_equal(harness_legbactl(q.data_dir, HARNESS_LIST("instance", "list"), &list), 0);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(list, "instances")), records);
+    cJSON_Delete(list);
+
+    long long t1 = harness_now_ms();
+    assert_int_equal(libvirtd_start(), 0);
+    long long answering = harness_now_ms();
+    reopen_conn();
+    assert_non_null(q.conn);
+    q.restarted_libvirtd = false;
+    if (!log_says("reconnected", 15))
+        fail_msg("legbad did not reconnect within 15 s of libvirtd answering; log %s",
+                 q.legbad->log_path);
+    print_message("libvirtd answered %lld ms after it was started; legbad reconnected within "
+                  "%lld ms of that\n",
+                  answering - t1, harness_now_ms() - answering);
+
+    /* The guest never noticed: the same QEMU process, and the record still says running. */
+    assert_true(qemu_runs(qemu, uuid));
+    assert_int_equal(qemu_pid(uuid), qemu);
+    assert_int_equal(domain_state(uuid), VIR_DOMAIN_RUNNING);
+    free(status);
+    status = instance_status(uuid);
+    assert_non_null(status);
+    assert_string_equal(status, "running");
+
+    /* Creates work again. */
+    create_instance(after);
+    assert_true(qemu_runs(qemu_pid(after), after));
+
+    /* Lifecycle events come over the new connection: a domain killed outside legbad shows. */
+    snprintf(name, sizeof(name), "legba-%s", uuid);
+    assert_int_equal(harness_run(HARNESS_LIST("virsh", "-c", QEMU_URI, "destroy", name), NULL), 0);
+    long long destroyed = harness_now_ms();
+    long long seen = wait_instance_status(uuid, "stopped", destroyed + 5000);
+    print_message("virsh destroy seen as stopped after %lld ms\n", seen - destroyed);
+    assert_true(wait_process_gone(qemu, 5));
+
+    const char *const all[] = {uuid, after};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(request("DELETE", all[i], &resp), 0);
+        assert_http_status(&resp, 204);
+        harness_response_done(&resp);
+        assert_false(domain_exists(all[i]));
+    }
+    assert_int_equal(harness_count_files(instances_dir, ".qcow2"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_console_delete),
         cmocka_unit_test(test_uefi_sata_image),
         cmocka_unit_test(test_restart_reconciles),
+        cmocka_unit_test(test_stop_start_real),
+        cmocka_unit_test(test_expiry_real),
+        cmocka_unit_test_teardown(test_libvirtd_restart, libvirtd_restore),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

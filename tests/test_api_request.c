@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +127,142 @@ static void test_start_url(void **state)
                  "invalid_start_url");
 }
 
+/* A create body of image x, size small and this timeout_seconds value (JSON text). */
+static void timeout_body(char *buf, size_t size, const char *value)
+{
+    snprintf(buf, size, "{\"image\":\"x\",\"size\":\"small\",\"timeout_seconds\":%s}", value);
+}
+
+static void test_timeout_seconds_accepted(void **state)
+{
+    static const struct {
+        const char *value;
+        long long want;
+    } cases[] = {
+        {"1", 1},
+        {"3600", 3600},
+        {"31536000", API_TIMEOUT_MAX},
+        /* null means "not given", like an absent field: the host's default applies. */
+        {"null", 0},
+    };
+    char body[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ApiCreateRequest req = {0};
+        ApiError err = {0};
+        timeout_body(body, sizeof(body), cases[i].value);
+        if (parse(body, &req, &err) != 0)
+            fail_msg("timeout_seconds %s refused: %s %s", cases[i].value, err.code, err.message);
+        assert_int_equal(req.timeout_seconds, cases[i].want);
+        assert_string_equal(req.image, "x");
+        api_create_request_done(&req);
+    }
+    /* Absent: 0, which api.c reads as "the configured default". */
+    ApiCreateRequest req = {0};
+    ApiError err;
+    assert_int_equal(parse("{\"image\":\"x\",\"size\":\"small\"}", &req, &err), 0);
+    assert_int_equal(req.timeout_seconds, 0);
+    api_create_request_done(&req);
+    assert_int_equal(API_TIMEOUT_MAX, 365LL * 24 * 3600);
+}
+
+static void test_timeout_seconds_refused(void **state)
+{
+    static const struct {
+        const char *value, *code;
+    } cases[] = {
+        {"0", "invalid_timeout"},
+        {"-0", "invalid_timeout"},
+        {"-1", "invalid_timeout"},
+        {"1.5", "invalid_timeout"},
+        {"0.999", "invalid_timeout"},
+        {"31536001", "invalid_timeout"},
+        {"9223372036854775807", "invalid_timeout"},
+        {"18446744073709551617", "invalid_timeout"},
+        {"1e300", "invalid_timeout"},
+        {"-1e300", "invalid_timeout"},
+        {"\"10\"", "invalid_type"},
+        {"true", "invalid_type"},
+        {"[10]", "invalid_type"},
+        {"{\"s\":10}", "invalid_type"},
+    };
+    char body[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ApiCreateRequest req = {0};
+        ApiError err = {0};
+        timeout_body(body, sizeof(body), cases[i].value);
+        int r = api_create_request_parse(body, strlen(body), &req, &err);
+        if (r != -EINVAL || err.status != 400 || !err.code || strcmp(err.code, cases[i].code) != 0)
+            fail_msg("timeout_seconds %s: %d %s, expected 400 %s", cases[i].value, r,
+                     err.code ? err.code : "(none)", cases[i].code);
+        assert_null(req.image);
+        assert_int_equal(req.timeout_seconds, 0);
+        /* The message says what would have been right. */
+        const char *want = strcmp(cases[i].code, "invalid_timeout") == 0 ? "from 1 to 31536000"
+                                                                         : "timeout_seconds";
+        if (!strstr(err.message, want))
+            fail_msg("timeout_seconds %s: message lacks '%s': %s", cases[i].value, want,
+                     err.message);
+    }
+    EXPECT_ERROR("{\"image\":\"x\",\"size\":\"small\",\"timeout_seconds\":1,"
+                 "\"timeout_seconds\":2}",
+                 "invalid_json");
+    EXPECT_ERROR("{\"image\":\"x\",\"size\":\"small\",\"timeout\":10}", "unknown_field");
+}
+
+/* Expects the extend body to be refused with code, leaving the output alone. */
+static void extend_refused(const char *body, const char *code)
+{
+    long long seconds = -42;
+    ApiError err = {0};
+    int r = api_extend_request_parse(body, strlen(body), &seconds, &err);
+    if (r != -EINVAL || err.status != 400 || !err.code || strcmp(err.code, code) != 0)
+        fail_msg("extend body '%s': %d %s, expected 400 %s", body, r,
+                 err.code ? err.code : "(none)", code);
+    assert_true(strlen(err.message) > 0);
+    assert_int_equal(seconds, -42);
+}
+
+/* The body of …/extend is exactly {"timeout_seconds": N}, nothing more, nothing less. */
+static void test_extend_request(void **state)
+{
+    long long seconds = 0;
+    ApiError err = {0};
+    static const char one[] = "{\"timeout_seconds\":60}";
+    assert_int_equal(api_extend_request_parse(one, strlen(one), &seconds, &err), 0);
+    assert_int_equal(seconds, 60);
+    static const char spaced[] = " \n{ \"timeout_seconds\" : 31536000 }\r\n";
+    assert_int_equal(api_extend_request_parse(spaced, strlen(spaced), &seconds, &err), 0);
+    assert_int_equal(seconds, API_TIMEOUT_MAX);
+    static const char low[] = "{\"timeout_seconds\":1}";
+    assert_int_equal(api_extend_request_parse(low, strlen(low), &seconds, &err), 0);
+    assert_int_equal(seconds, 1);
+
+    extend_refused("", "invalid_json");
+    extend_refused("{", "invalid_json");
+    extend_refused("[]", "invalid_json");
+    extend_refused("60", "invalid_json");
+    extend_refused("{\"timeout_seconds\":60} {}", "invalid_json");
+    extend_refused("{\"timeout_seconds\":60,\"timeout_seconds\":70}", "invalid_json");
+    extend_refused("{}", "missing_field");
+    extend_refused("{\"timeout_seconds\":60,\"image\":\"tiny\"}", "unknown_field");
+    extend_refused("{\"seconds\":60}", "unknown_field");
+    /* Here null is no default: an extend without a number means nothing. */
+    extend_refused("{\"timeout_seconds\":null}", "invalid_type");
+    extend_refused("{\"timeout_seconds\":\"60\"}", "invalid_type");
+    extend_refused("{\"timeout_seconds\":0}", "invalid_timeout");
+    extend_refused("{\"timeout_seconds\":-5}", "invalid_timeout");
+    extend_refused("{\"timeout_seconds\":2.5}", "invalid_timeout");
+    extend_refused("{\"timeout_seconds\":31536001}", "invalid_timeout");
+    extend_refused("{\"timeout_seconds\":1e300}", "invalid_timeout");
+
+    /* A NUL inside the body ends the JSON early: data after it is refused, not ignored. */
+    static const char nul[] = "{\"timeout_seconds\":60}\0{}";
+    seconds = -42;
+    assert_int_equal(api_extend_request_parse(nul, sizeof(nul) - 1, &seconds, &err), -EINVAL);
+    assert_string_equal(err.code, "invalid_json");
+    assert_int_equal(seconds, -42);
+}
+
 static void test_url_validation(void **state)
 {
     static const char *const good[] = {
@@ -228,6 +366,9 @@ int main(void)
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_start_url),
+        cmocka_unit_test(test_timeout_seconds_accepted),
+        cmocka_unit_test(test_timeout_seconds_refused),
+        cmocka_unit_test(test_extend_request),
         cmocka_unit_test(test_url_validation),
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_error_json_shape),

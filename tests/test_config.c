@@ -627,6 +627,104 @@ static void test_load_console_keys(void **state)
     assert_string_equal(c->tls_key, "/etc/legba/key.pem");
 }
 
+/* Lifetimes: a create's default and maximum, the idle limit, how long an ended one shows. */
+static void test_lifetime_defaults(void **state)
+{
+    Config *c = *state;
+    assert_int_equal(c->instance_timeout, 3600);
+    assert_int_equal(c->instance_timeout_max, 86400);
+    assert_int_equal(c->idle_timeout, 0);
+    assert_int_equal(c->terminated_retention, 3600);
+    assert_int_equal(config_check(c, NULL), 0);
+}
+
+static void test_lifetime_bounds(void **state)
+{
+    Config *c = *state;
+    static const struct {
+        const char *key;
+        size_t offset;
+        unsigned min, max;
+        const char *min_text, *max_text, *over_text, *accepted;
+    } keys[] = {
+        {"instance_timeout", offsetof(Config, instance_timeout), 1, 31536000, "1", "31536000",
+         "31536001", "from 1 to 31536000"},
+        {"instance_timeout_max", offsetof(Config, instance_timeout_max), 1, 31536000, "1",
+         "31536000", "31536001", "from 1 to 31536000"},
+        {"idle_timeout", offsetof(Config, idle_timeout), 0, 31536000, "0", "31536000", "31536001",
+         "from 0 (never) to 31536000"},
+        {"terminated_retention", offsetof(Config, terminated_retention), 0, 2592000, "0", "2592000",
+         "2592001", "from 0 to 2592000"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        unsigned *field = (unsigned *)((char *)c + keys[i].offset);
+        set_ok(c, keys[i].key, keys[i].min_text);
+        assert_int_equal(*field, keys[i].min);
+        set_ok(c, keys[i].key, keys[i].max_text);
+        assert_int_equal(*field, keys[i].max);
+        set_ok(c, keys[i].key, "17");
+        assert_int_equal(*field, 17);
+
+        if (keys[i].min == 1)
+            set_bad(c, keys[i].key, "0", keys[i].accepted);
+        set_bad(c, keys[i].key, keys[i].over_text, keys[i].accepted);
+        set_bad(c, keys[i].key, "4294967297", keys[i].accepted); /* wraps to 1 in 32 bits */
+        set_bad(c, keys[i].key, "18446744073709551617", keys[i].accepted);
+        set_bad(c, keys[i].key, "-1", keys[i].accepted);
+        set_bad(c, keys[i].key, "+5", keys[i].accepted);
+        set_bad(c, keys[i].key, "1.5", keys[i].accepted);
+        set_bad(c, keys[i].key, "1h", keys[i].accepted);
+        set_bad(c, keys[i].key, "", keys[i].accepted);
+        set_bad(c, keys[i].key, "ten", keys[i].accepted);
+        assert_int_equal(*field, 17);
+    }
+}
+
+/* A default lifetime longer than the longest one allowed is a contradiction: refused. */
+static void test_check_instance_timeout_max(void **state)
+{
+    Config *c = *state;
+    set_ok(c, "instance_timeout_max", "600");
+    set_ok(c, "instance_timeout", "600");
+    assert_int_equal(config_check(c, NULL), 0);
+    set_ok(c, "instance_timeout", "601");
+    check_bad(c, "instance_timeout (601)", "instance_timeout_max (600)");
+    set_ok(c, "instance_timeout", "1");
+    assert_int_equal(config_check(c, NULL), 0);
+    /* Lowering only the maximum below the default (3600) is the same contradiction. */
+    set_ok(c, "instance_timeout", "3600");
+    set_ok(c, "instance_timeout_max", "60");
+    check_bad(c, "instance_timeout", "instance_timeout_max");
+    /* The others have no such tie: zero idle and zero retention are fine. */
+    set_ok(c, "instance_timeout_max", "31536000");
+    set_ok(c, "idle_timeout", "0");
+    set_ok(c, "terminated_retention", "0");
+    assert_int_equal(config_check(c, NULL), 0);
+}
+
+static void test_load_lifetime_keys(void **state)
+{
+    Config *c = *state;
+    static const char text[] = "instance_timeout = 120\n"
+                               "instance_timeout_max = 7200\n"
+                               "idle_timeout = 300\n"
+                               "terminated_retention = 3\n";
+    char *err = NULL;
+    assert_int_equal(load_text(c, text, sizeof(text) - 1, NULL, &err), 0);
+    assert_null(err);
+    assert_int_equal(c->instance_timeout, 120);
+    assert_int_equal(c->instance_timeout_max, 7200);
+    assert_int_equal(c->idle_timeout, 300);
+    assert_int_equal(c->terminated_retention, 3);
+    assert_int_equal(config_check(c, NULL), 0);
+
+    load_bad(c, "idle_timeout = 5\nterminated_retention = 2592001\n", 2, "terminated_retention");
+    load_bad(c, "instance_timeout = 0\n", 1, "from 1 to 31536000");
+    /* The failed files changed nothing. */
+    assert_int_equal(c->idle_timeout, 300);
+    assert_int_equal(c->instance_timeout, 120);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -657,6 +755,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_tls_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_wildcard_listen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_console_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lifetime_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lifetime_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_instance_timeout_max, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_lifetime_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "route.h"
@@ -147,6 +148,84 @@ static void test_instance_access(void **state)
                      ROUTE_BAD_ORG_UUID);
 }
 
+/* POST …/extend, …/stop and …/start: one instance each, POST only, not console routes. */
+static void test_instance_lifecycle_routes(void **state)
+{
+    static const struct {
+        const char *action;
+        RouteId id;
+    } cases[] = {
+        {"extend", ROUTE_INSTANCE_EXTEND},
+        {"stop", ROUTE_INSTANCE_STOP},
+        {"start", ROUTE_INSTANCE_START},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char path[256];
+        Route route;
+        memset(&route, 0xab, sizeof(route));
+        snprintf(path, sizeof(path), "/orgs/" ORG "/api/instances/" INST "/%s", cases[i].action);
+        if (route_match(path, &route) != ROUTE_OK || route.id != cases[i].id)
+            fail_msg("%s: not route %d", path, (int)cases[i].id);
+        assert_string_equal(route.org_uuid, ORG);
+        assert_string_equal(route.instance_uuid, INST);
+        assert_false(route_is_console(route.id));
+
+        assert_true(route_allows(cases[i].id, ROUTE_METHOD_POST));
+        assert_false(route_allows(cases[i].id, ROUTE_METHOD_GET));
+        assert_false(route_allows(cases[i].id, ROUTE_METHOD_DELETE));
+        assert_false(route_allows(cases[i].id, 0));
+        assert_string_equal(route_allow_header(cases[i].id), "POST");
+
+        /* Upper-case uuids are the same instance. */
+        snprintf(path, sizeof(path),
+                 "/orgs/0B6F8C1E-3A5D-4E2F-9A7B-1C2D3E4F5A6B/api/instances/"
+                 "7E57A1B2-C3D4-4E5F-8A9B-0C1D2E3F4A5B/%s",
+                 cases[i].action);
+        assert_int_equal(route_match(path, &route), ROUTE_OK);
+        assert_int_equal(route.id, cases[i].id);
+        assert_string_equal(route.org_uuid, ORG);
+        assert_string_equal(route.instance_uuid, INST);
+
+        /* Exactly this segment where it belongs, nothing after it. */
+        static const struct {
+            const char *before, *after;
+            RouteResult want;
+        } wrong[] = {
+            {"/orgs/" ORG "/api/instances/" INST "/", "/", ROUTE_NOT_FOUND},
+            {"/orgs/" ORG "/api/instances/" INST "/", "/x", ROUTE_NOT_FOUND},
+            {"/orgs/" ORG "/api/instances/" INST "/", "%20", ROUTE_NOT_FOUND},
+            {"/orgs/" ORG "/api/instances/" INST "//", "", ROUTE_NOT_FOUND},
+            {"/orgs/" ORG "/api/", "", ROUTE_NOT_FOUND},
+            /* Where the instance uuid goes, the action is a bad uuid. */
+            {"/orgs/" ORG "/api/instances/", "", ROUTE_BAD_INSTANCE_UUID},
+        };
+        for (size_t w = 0; w < sizeof(wrong) / sizeof(wrong[0]); w++) {
+            snprintf(path, sizeof(path), "%s%s%s", wrong[w].before, cases[i].action,
+                     wrong[w].after);
+            RouteResult r = route_match(path, &route);
+            if (r != wrong[w].want)
+                fail_msg("'%s': %d, expected %d", path, (int)r, (int)wrong[w].want);
+        }
+        snprintf(path, sizeof(path), "/orgs/" ORG "/api/instances/nope/%s", cases[i].action);
+        assert_int_equal(route_match(path, &route), ROUTE_BAD_INSTANCE_UUID);
+        snprintf(path, sizeof(path), "/orgs/nope/api/instances/" INST "/%s", cases[i].action);
+        assert_int_equal(route_match(path, &route), ROUTE_BAD_ORG_UUID);
+    }
+    /* Near misses are no routes at all. */
+    static const char *const near[] = {
+        "/orgs/" ORG "/api/instances/" INST "/Stop",
+        "/orgs/" ORG "/api/instances/" INST "/STOP",
+        "/orgs/" ORG "/api/instances/" INST "/restart",
+        "/orgs/" ORG "/api/instances/" INST "/extends",
+        "/orgs/" ORG "/api/instances/" INST "/star",
+    };
+    for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {
+        Route route;
+        if (route_match(near[i], &route) != ROUTE_NOT_FOUND)
+            fail_msg("'%s' is a route", near[i]);
+    }
+}
+
 /* The console's fixed routes, each with the instance it names and the one method it answers. */
 static void test_console_routes(void **state)
 {
@@ -281,8 +360,9 @@ static void test_console_bad_uuid(void **state)
 /* Only the console's routes skip the Bearer token. */
 static void test_route_is_console(void **state)
 {
-    static const RouteId api[] = {ROUTE_INSTANCES, ROUTE_INSTANCE, ROUTE_IMAGES, ROUTE_SIZES,
-                                  ROUTE_INSTANCE_ACCESS};
+    static const RouteId api[] = {ROUTE_INSTANCES,     ROUTE_INSTANCE,        ROUTE_IMAGES,
+                                  ROUTE_SIZES,         ROUTE_INSTANCE_ACCESS, ROUTE_INSTANCE_EXTEND,
+                                  ROUTE_INSTANCE_STOP, ROUTE_INSTANCE_START};
     static const RouteId console[] = {ROUTE_CONSOLE_BARE,    ROUTE_CONSOLE_PAGE,
                                       ROUTE_CONSOLE_SESSION, ROUTE_CONSOLE_STATUS,
                                       ROUTE_CONSOLE_SOCKET,  ROUTE_CONSOLE_ASSET};
@@ -305,6 +385,9 @@ static void test_api_trailing_slash(void **state)
         "/orgs/" ORG "/api/instances/",
         "/orgs/" ORG "/api/instances/" INST "/",
         "/orgs/" ORG "/api/instances/" INST "/access/",
+        "/orgs/" ORG "/api/instances/" INST "/extend/",
+        "/orgs/" ORG "/api/instances/" INST "/stop/",
+        "/orgs/" ORG "/api/instances/" INST "/start/",
         "/orgs/" ORG "/api/images/",
         "/orgs/" ORG "/api/sizes/",
     };
@@ -328,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_overlong_path),
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_instance_access),
+        cmocka_unit_test(test_instance_lifecycle_routes),
         cmocka_unit_test(test_console_routes),
         cmocka_unit_test(test_console_assets),
         cmocka_unit_test(test_console_assets_refused),
