@@ -500,6 +500,10 @@ static void instance_new_access(Api *api, const Route *route, HttpResponse *resp
     StoreInstance instance;
     if (find_instance(api, route, &instance, response) < 0)
         return;
+    if (instance.state == INSTANCE_TERMINATED) {
+        http_response_error(response, 409, "terminated", "the instance has already ended");
+        return;
+    }
     char secret[ACCESS_SECRET_LEN + 1], hash[STORE_CONSOLE_HASH_LEN];
     int r = access_secret_generate(secret, hash);
     if (r >= 0)
@@ -586,12 +590,15 @@ int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, 
     return 0;
 }
 
-int api_instance_finish(Api *api, const char *instance_uuid)
+bool api_instance_unfinished(const Api *api, const char *instance_uuid)
 {
     _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance_uuid);
-    if (!overlay)
-        return -ENOMEM;
-    if (access(overlay, F_OK) < 0)
+    return overlay && access(overlay, F_OK) == 0;
+}
+
+int api_instance_finish(Api *api, const char *instance_uuid)
+{
+    if (!api_instance_unfinished(api, instance_uuid))
         return 0;
     int r = teardown(api, instance_uuid);
     if (r == 0)

@@ -49,6 +49,8 @@ int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, 
  * nothing is left.
  */
 int api_instance_finish(Api *api, const char *instance_uuid);
+/* Whether an ended instance still has its disk on the host (its teardown did not finish). */
+bool api_instance_unfinished(const Api *api, const char *instance_uuid);
 
 /* HttpHandler for the whole API; userdata is an Api. */
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response);

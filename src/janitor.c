@@ -14,6 +14,7 @@
 /* How long an Idempotency-Key binds its request, and how often old ones are dropped. */
 #define JANITOR_IDEMPOTENCY_TTL_S (24 * 3600)
 #define JANITOR_IDEMPOTENCY_EVERY 60
+#define JANITOR_FINISH_EVERY 10
 
 /* When a running instance last had a viewer (or started being watched), for idle expiry. */
 typedef struct {
@@ -79,9 +80,15 @@ static void sweep(Janitor *j)
                    now - last_viewed(j, in, now, next, &n_next) >= config->idle_timeout) {
             end(j, in, "ended: no viewer for idle_timeout");
         } else if (in->state == INSTANCE_TERMINATED) {
-            /* Forgotten only once nothing of it is left on the host. */
-            if (api_instance_finish(j->api, in->uuid) == 0 &&
-                in->updated_at + (int64_t)config->terminated_retention <= now &&
+            /*
+             * Forgotten only once nothing of it is left on the host. A failed
+             * teardown is retried every JANITOR_FINISH_EVERY sweeps, so an
+             * unreachable libvirt is not reported every second.
+             */
+            bool left = api_instance_unfinished(j->api, in->uuid);
+            if (left && j->sweeps % JANITOR_FINISH_EVERY == 0)
+                left = api_instance_finish(j->api, in->uuid) < 0;
+            if (!left && in->updated_at + (int64_t)config->terminated_retention <= now &&
                 store_instance_delete(j->api->store, in->uuid) == 0)
                 log_info("instance %s: forgotten, %u s after it ended", in->uuid,
                          config->terminated_retention);
