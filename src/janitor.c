@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "reconcile.h"
 #include "util.h"
 
 #define JANITOR_INTERVAL_S 1
@@ -15,6 +16,12 @@
 #define JANITOR_IDEMPOTENCY_TTL_S (24 * 3600)
 #define JANITOR_IDEMPOTENCY_EVERY 60
 #define JANITOR_FINISH_EVERY 10
+/*
+ * How often (in sweeps) domains of this installation with no record are
+ * looked for: libvirtd may carry out a define that a killed legbad sent
+ * after the start-up reconcile looked.
+ */
+#define JANITOR_ORPHANS_EVERY 10
 
 /* When a running instance last had a viewer (or started being watched), for idle expiry. */
 typedef struct {
@@ -99,6 +106,8 @@ static void sweep(Janitor *j)
         if (removed > 0)
             log_info("forgot %d idempotency keys older than a day", removed);
     }
+    if (j->sweeps % JANITOR_ORPHANS_EVERY == 0)
+        reconcile_orphans(j->api->store, j->api->virt, config->data_dir, j->api->install_id, NULL);
     if (next) {
         free(j->watched);
         j->watched = next;

@@ -40,6 +40,14 @@ static const VirtDomain *find_domain(const VirtDomain *domains, size_t n, const 
     return NULL;
 }
 
+static bool has_record(const StoreInstance *records, size_t n, const char *uuid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(records[i].uuid, uuid) == 0)
+            return true;
+    return false;
+}
+
 static void settle(Store *store, const StoreInstance *instance, InstanceState to, const char *why,
                    unsigned *counter, ReconcileStats *stats)
 {
@@ -116,6 +124,9 @@ int reconcile_run(Store *store, Virt *virt, const char *data_dir, const char *in
 
     for (size_t i = 0; i < n_domains; i++) {
         const VirtDomain *dom = &domains[i];
+        /* Its record was handled above (an interrupted create or delete went with its domain). */
+        if (has_record(records, n_records, dom->instance_uuid))
+            continue;
         StoreInstance rec;
         r = store_instance_get(store, dom->instance_uuid, &rec);
         if (r == 0)
@@ -150,4 +161,33 @@ int reconcile_run(Store *store, Virt *virt, const char *data_dir, const char *in
     if (ret_stats)
         *ret_stats = stats;
     return stats.failures ? -EIO : 0;
+}
+
+int reconcile_orphans(Store *store, Virt *virt, const char *data_dir, const char *install_id,
+                      unsigned *ret_removed)
+{
+    _cleanup_free_ VirtDomain *domains = NULL;
+    _cleanup_free_ char *why = NULL;
+    size_t n_domains = 0;
+    unsigned removed = 0;
+    int r = virt_domain_list(virt, &domains, &n_domains, &why);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_domains; i++) {
+        const VirtDomain *dom = &domains[i];
+        StoreInstance rec;
+        /* A record is written before its domain is defined and removed after it is gone. */
+        if (strcmp(dom->install_id, install_id) != 0 ||
+            store_instance_get(store, dom->instance_uuid, &rec) != -ENOENT)
+            continue;
+        if (remove_everything(store, virt, data_dir, dom->instance_uuid) < 0)
+            continue;
+        log_warn("reconcile: orphan domain %s%s (org %s) appeared with no record: destroyed, "
+                 "disk removed",
+                 VIRT_DOMAIN_PREFIX, dom->instance_uuid, dom->org_uuid[0] ? dom->org_uuid : "?");
+        removed++;
+    }
+    if (ret_removed)
+        *ret_removed = removed;
+    return 0;
 }

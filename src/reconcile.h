@@ -22,3 +22,12 @@ typedef struct {
 /* Domains whose metadata names another installation than install_id are left alone. */
 int reconcile_run(Store *store, Virt *virt, const char *data_dir, const char *install_id,
                   ReconcileStats *ret_stats);
+
+/*
+ * The orphan pass alone, safe while legbad serves (a record is written
+ * before its domain is defined and removed only after the domain is gone):
+ * libvirtd may still carry out a define that a killed legbad sent after the
+ * start-up reconcile looked, so the janitor runs this now and then.
+ */
+int reconcile_orphans(Store *store, Virt *virt, const char *data_dir, const char *install_id,
+                      unsigned *ret_removed);
