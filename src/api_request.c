@@ -156,6 +156,27 @@ static int timeout_value(const cJSON *item, long long *ret, ApiError *ret_error)
 }
 
 /*
+ * Whether a string in a valid JSON text escapes U+0000. cJSON keeps every
+ * string as a C string, cut at that point: "image\u0000x" would be read as
+ * the known key "image", and only the start_url's part before the NUL
+ * would be validated and kept.
+ */
+static bool json_escapes_nul(const char *json, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        if (json[i] == '"') {
+            in_string = !in_string;
+        } else if (in_string && json[i] == '\\') {
+            if (len - i > 5 && memcmp(json + i + 1, "u0000", 5) == 0)
+                return true;
+            i++; /* the escaped character, which may be a quote */
+        }
+    }
+    return false;
+}
+
+/*
  * One JSON object and nothing after it, whose every field is one of
  * `fields` (allowed, a comma-separated list for messages) at most once.
  */
@@ -183,6 +204,10 @@ static int parse_object(const char *body, size_t len, const char *const *fields,
     }
     if (!cJSON_IsObject(root)) {
         r = fail(ret_error, "invalid_json", "request body must be a JSON object");
+        goto fail;
+    }
+    if (json_escapes_nul(body, len)) {
+        r = fail(ret_error, "invalid_json", "request body has a string holding \\u0000");
         goto fail;
     }
 

@@ -324,7 +324,7 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *connection, char *s
     return strlen(s);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+static __attribute__((format(printf, 2, 0))) void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
     vsnprintf(line, sizeof(line), fmt, ap);

@@ -21,7 +21,10 @@ typedef struct {
     const char *value; /* NULL same as unset */
 } TemplateVar;
 
-/* 0, -EINVAL (with *ret_error, if not NULL, malloc'd) or -ENOMEM. */
+/*
+ * 0, -EINVAL or -EFBIG (an output over TEMPLATE_MAX), both with *ret_error
+ * (if not NULL, malloc'd), or -ENOMEM.
+ */
 int template_render(const char *tmpl, const TemplateVar *vars, size_t n_vars, char **ret_xml,
                     char **ret_error);
 

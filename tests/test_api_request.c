@@ -59,6 +59,18 @@ static void test_malformed(void **state)
     EXPECT_ERROR("42", "invalid_json");
     EXPECT_ERROR("null", "invalid_json");
     expect_error("{\"image\":\"ti\0ny\",\"size\":\"small\"}", 31, "invalid_json");
+    /* An escaped NUL would cut the string short: "image\u0000x" read as the known "image". */
+    EXPECT_ERROR("{\"image\\u0000x\":\"tiny\",\"size\":\"small\"}", "invalid_json");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":\"small\\u0000-and-more\"}", "invalid_json");
+    EXPECT_ERROR("{\"image\":\"tiny\",\"size\":\"small\",\"start_url\":\"https://a.example/"
+                 "\\u0000x\"}",
+                 "invalid_json");
+    /* An escaped backslash before "u0000" is not an escaped NUL. */
+    ApiCreateRequest req = {0};
+    ApiError err;
+    assert_int_equal(parse("{\"image\":\"a\\\\u0000\",\"size\":\"small\"}", &req, &err), 0);
+    assert_string_equal(req.image, "a\\u0000");
+    api_create_request_done(&req);
 }
 
 static void test_duplicate_field(void **state)
