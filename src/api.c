@@ -494,16 +494,28 @@ static void instance_get(Api *api, const Route *route, HttpResponse *response)
     http_response_json(response, 200, instance_to_json(api, &instance, NULL));
 }
 
+/* find_instance(), and a 409 for one that has ended: nothing more can be done to it. */
+static int find_live_instance(Api *api, const Route *route, StoreInstance *ret_instance,
+                              HttpResponse *response)
+{
+    StoreInstance instance;
+    int r = find_instance(api, route, &instance, response);
+    if (r < 0)
+        return r;
+    if (instance.state == INSTANCE_TERMINATED) {
+        http_response_error(response, 409, "terminated", "the instance has already ended");
+        return -ESTALE;
+    }
+    *ret_instance = instance;
+    return 0;
+}
+
 /* POST …/access: a new console secret; the old URL and its cookies open nothing new. */
 static void instance_new_access(Api *api, const Route *route, HttpResponse *response)
 {
     StoreInstance instance;
-    if (find_instance(api, route, &instance, response) < 0)
+    if (find_live_instance(api, route, &instance, response) < 0)
         return;
-    if (instance.state == INSTANCE_TERMINATED) {
-        http_response_error(response, 409, "terminated", "the instance has already ended");
-        return;
-    }
     char secret[ACCESS_SECRET_LEN + 1], hash[STORE_CONSOLE_HASH_LEN];
     int r = access_secret_generate(secret, hash);
     if (r >= 0)
@@ -670,12 +682,8 @@ static void instance_extend(Api *api, const Route *route, const HttpRequest *req
 static void instance_power(Api *api, const Route *route, bool on, HttpResponse *response)
 {
     StoreInstance instance;
-    if (find_instance(api, route, &instance, response) < 0)
+    if (find_live_instance(api, route, &instance, response) < 0)
         return;
-    if (instance.state == INSTANCE_TERMINATED) {
-        http_response_error(response, 409, "terminated", "the instance has already ended");
-        return;
-    }
     InstanceState from = on ? INSTANCE_STOPPED : INSTANCE_RUNNING;
     InstanceState to = on ? INSTANCE_RUNNING : INSTANCE_STOPPED;
     if (instance.state == from) {

@@ -669,6 +669,52 @@ static int instance_compare(const void *a, const void *b)
     return compare_age(x->created_at, x->uuid, y->created_at, y->uuid);
 }
 
+/*
+ * A change to one record in one write transaction. `change` looks at the
+ * current record and either refuses (a negative errno, with the current
+ * record handed back) or edits both the struct and its JSON value; only the
+ * fields it touches are rewritten, so fields this version does not know
+ * survive.
+ */
+typedef int (*RecordChange)(void *current, cJSON *json, const void *arg);
+
+static int record_update(Store *store, MDB_dbi dbi, const RecordType *type, const char *uuid_in,
+                         RecordChange change, const void *arg, void *ret_record)
+{
+    char uuid[UUID_STR_LEN];
+    MDB_val key, data;
+    _cleanup_txn_ MDB_txn *txn = NULL;
+    int r = txn_get_for_update(store, dbi, uuid_in, uuid, &key, &data, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_json_ cJSON *json = NULL;
+    r = json_parse(&data, &json);
+    if (r < 0)
+        return r;
+    AnyRecord current, before;
+    r = record_decode(type, &key, json, &current);
+    if (r < 0)
+        return r;
+    before = current;
+    r = change(&current, json, arg);
+    if (r == -ESTALE || r == -EALREADY) {
+        if (ret_record)
+            memcpy(ret_record, &before, type->size);
+        return r;
+    }
+    if (r < 0)
+        return r;
+    r = put_json(txn, dbi, &key, json, 0);
+    if (r < 0)
+        return r;
+    r = txn_commit(&txn);
+    if (r < 0)
+        return r;
+    if (ret_record)
+        memcpy(ret_record, &current, type->size);
+    return 0;
+}
+
 /* --- orgs ---------------------------------------------------------------------------------- */
 
 static const RecordType org_record = {
@@ -913,40 +959,25 @@ int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org)
     return record_get(store, store->orgs, &org_record, org_uuid, ret_org);
 }
 
+static int change_quota(void *current, cJSON *json, const void *arg)
+{
+    StoreOrg *org = current;
+    const StoreQuota *quota = arg;
+    org->quota = *quota;
+    int r = json_set(json, "quota_instances", cJSON_CreateNumber((double)quota->instances));
+    if (r >= 0)
+        r = json_set(json, "quota_vcpus", cJSON_CreateNumber((double)quota->vcpus));
+    if (r >= 0)
+        r = json_set(json, "quota_memory_mib", cJSON_CreateNumber((double)quota->memory_mib));
+    return r;
+}
+
 int store_org_set_quota(Store *store, const char *org_uuid, const StoreQuota *quota,
                         StoreOrg *ret_org)
 {
     if (quota->instances < 0 || quota->vcpus < 0 || quota->memory_mib < 0)
         return -EINVAL;
-    char uuid[UUID_STR_LEN];
-    MDB_val key, data;
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_get_for_update(store, store->orgs, org_uuid, uuid, &key, &data, &txn);
-    if (r < 0)
-        return r;
-    /* Only the quota fields are rewritten, so fields this version does not know survive. */
-    _cleanup_json_ cJSON *json = NULL;
-    r = json_parse(&data, &json);
-    StoreOrg org;
-    if (r >= 0)
-        r = record_decode(&org_record, &key, json, &org);
-    if (r >= 0)
-        r = json_set(json, "quota_instances", cJSON_CreateNumber((double)quota->instances));
-    if (r >= 0)
-        r = json_set(json, "quota_vcpus", cJSON_CreateNumber((double)quota->vcpus));
-    if (r >= 0)
-        r = json_set(json, "quota_memory_mib", cJSON_CreateNumber((double)quota->memory_mib));
-    if (r >= 0)
-        r = put_json(txn, store->orgs, &key, json, 0);
-    if (r < 0)
-        return r;
-    org.quota = *quota;
-    r = txn_commit(&txn);
-    if (r < 0)
-        return r;
-    if (ret_org)
-        *ret_org = org;
-    return 0;
+    return record_update(store, store->orgs, &org_record, org_uuid, change_quota, quota, ret_org);
 }
 
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count)
@@ -1204,49 +1235,13 @@ int store_instance_get(Store *store, const char *instance_uuid, StoreInstance *r
     return record_get(store, store->instances, &instance_record, instance_uuid, ret_instance);
 }
 
-/*
- * A change to one instance record in one write transaction. `change` looks
- * at the current record and either refuses (a negative errno, with the
- * current record handed back) or edits both the struct and its JSON value;
- * only the fields it touches are rewritten, so unknown fields survive.
- */
 typedef int (*InstanceChange)(StoreInstance *current, cJSON *json, const void *arg);
 
 static int instance_update(Store *store, const char *instance_uuid, InstanceChange change,
                            const void *arg, StoreInstance *ret_instance)
 {
-    char uuid[UUID_STR_LEN];
-    MDB_val key, data;
-    _cleanup_txn_ MDB_txn *txn = NULL;
-    int r = txn_get_for_update(store, store->instances, instance_uuid, uuid, &key, &data, &txn);
-    if (r < 0)
-        return r;
-    _cleanup_json_ cJSON *json = NULL;
-    r = json_parse(&data, &json);
-    if (r < 0)
-        return r;
-    StoreInstance current;
-    r = record_decode(&instance_record, &key, json, &current);
-    if (r < 0)
-        return r;
-    StoreInstance before = current;
-    r = change(&current, json, arg);
-    if (r == -ESTALE || r == -EALREADY) {
-        if (ret_instance)
-            *ret_instance = before;
-        return r;
-    }
-    if (r < 0)
-        return r;
-    r = put_json(txn, store->instances, &key, json, 0);
-    if (r < 0)
-        return r;
-    r = txn_commit(&txn);
-    if (r < 0)
-        return r;
-    if (ret_instance)
-        *ret_instance = current;
-    return 0;
+    return record_update(store, store->instances, &instance_record, instance_uuid,
+                         (RecordChange)change, arg, ret_instance);
 }
 
 typedef struct {

@@ -412,34 +412,31 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
     return r;
 }
 
-int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error)
+/* Destroys (pulls the plug) or creates (boots) a defined domain, unless it is already so. */
+static int set_power(Virt *virt, const char *instance_uuid, bool on, char **ret_error)
 {
     int r;
     virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
     if (!dom)
         return r;
     r = 0;
-    if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0) {
-        set_error(ret_error, "power off");
+    bool active = virDomainIsActive(dom) == 1;
+    if (active != on && (on ? virDomainCreate(dom) : virDomainDestroy(dom)) < 0) {
+        set_error(ret_error, on ? "power on" : "power off");
         r = -EIO;
     }
     virDomainFree(dom);
     return r;
 }
 
+int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error)
+{
+    return set_power(virt, instance_uuid, false, ret_error);
+}
+
 int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error)
 {
-    int r;
-    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
-    if (!dom)
-        return r;
-    r = 0;
-    if (virDomainIsActive(dom) != 1 && virDomainCreate(dom) < 0) {
-        set_error(ret_error, "power on");
-        r = -EIO;
-    }
-    virDomainFree(dom);
-    return r;
+    return set_power(virt, instance_uuid, true, ret_error);
 }
 
 int virt_domain_state(Virt *virt, const char *instance_uuid, VirtDomainState *ret_state,
