@@ -710,15 +710,18 @@ static void instance_power(Api *api, const Route *route, bool on, HttpResponse *
                                 on ? "on" : "off");
             return;
         }
-        /* The lifecycle event may have been first; either way the record says `to` now. */
-        store_instance_transition(api->store, instance.uuid, from, to, NULL);
+        /*
+         * The lifecycle event may have been first; either way the record says
+         * `to` now, and the transition hands it back (refused or not).
+         */
+        r = store_instance_transition(api->store, instance.uuid, from, to, &instance);
+        if (r == -ENOENT) {
+            not_found(response);
+            return;
+        }
         if (on && api->agents)
             agent_hub_watch(api->agents, instance.uuid, instance.start_url);
         log_info("instance %s: powered %s", instance.uuid, on ? "on" : "off");
-    }
-    if (store_instance_get(api->store, instance.uuid, &instance) < 0) {
-        not_found(response);
-        return;
     }
     http_response_json(response, 200, instance_to_json(api, &instance, NULL));
 }
@@ -801,6 +804,17 @@ static size_t size_count(void)
     return n;
 }
 
+/* Whether the route answers the method; a 405 with Allow otherwise. */
+static bool method_allowed(RouteId id, const char *method, HttpResponse *response)
+{
+    if (route_allows(id, route_method_parse(method)))
+        return true;
+    response->allow = route_allow_header(id);
+    http_response_error(response, 405, "method_not_allowed", "allowed methods: %s",
+                        response->allow);
+    return false;
+}
+
 void api_handle(void *userdata, const HttpRequest *request, HttpResponse *response)
 {
     Api *api = userdata;
@@ -808,20 +822,13 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
     Route route;
 
     RouteResult matched = route_match(request->path, &route);
-    /* The console answers to its cookie, not to a token; a malformed id is just not there. */
-    if (matched == ROUTE_OK && route_is_console(route.id)) {
-        if (!route_allows(route.id, route_method_parse(request->method))) {
-            response->allow = route_allow_header(route.id);
-            http_response_error(response, 405, "method_not_allowed", "allowed methods: %s",
-                                response->allow);
-            return;
-        }
-        viewer_handle(api->viewer, &route, request, response);
-        return;
-    }
-    /* Nothing under /console/ takes a token: whatever did not match there is simply not there. */
-    if (strncmp(request->path, "/console/", 9) == 0) {
-        not_found(response);
+    /* The console answers to its cookie, not to a token; whatever did not match there is not there.
+     */
+    if (route_path_is_console(request->path)) {
+        if (matched != ROUTE_OK)
+            not_found(response);
+        else if (method_allowed(route.id, request->method, response))
+            viewer_handle(api->viewer, &route, request, response);
         return;
     }
 
@@ -844,12 +851,8 @@ void api_handle(void *userdata, const HttpRequest *request, HttpResponse *respon
     }
 
     RouteMethod method = route_method_parse(request->method);
-    if (!route_allows(route.id, method)) {
-        response->allow = route_allow_header(route.id);
-        http_response_error(response, 405, "method_not_allowed", "allowed methods: %s",
-                            response->allow);
+    if (!method_allowed(route.id, request->method, response))
         return;
-    }
     /* Another org's path looks exactly like one that does not exist. */
     if (strcmp(route.org_uuid, org) != 0) {
         not_found(response);

@@ -99,11 +99,9 @@ static size_t buffer_len(const Buffer *b)
     return b->end - b->start;
 }
 
-/* Appends; -ENOBUFS past the cap (the peer broke the bounds), -ENOMEM. */
-static int buffer_append(Buffer *b, const void *data, size_t len)
+/* Room for len more bytes at the end (*ret_at); -ENOBUFS past the cap, -ENOMEM. */
+static int buffer_reserve(Buffer *b, size_t len, uint8_t **ret_at)
 {
-    if (len == 0)
-        return 0; /* an empty message: nothing to copy, maybe into no buffer at all */
     if (b->start > 0 && b->end + len > b->cap) {
         memmove(b->data, b->data + b->start, buffer_len(b));
         b->end -= b->start;
@@ -123,7 +121,20 @@ static int buffer_append(Buffer *b, const void *data, size_t len)
         b->data = grown;
         b->cap = want;
     }
-    memcpy(b->data + b->end, data, len);
+    *ret_at = b->data + b->end;
+    return 0;
+}
+
+/* Appends; -ENOBUFS past the cap (the peer broke the bounds), -ENOMEM. */
+static int buffer_append(Buffer *b, const void *data, size_t len)
+{
+    if (len == 0)
+        return 0; /* an empty message: nothing to copy, maybe into no buffer at all */
+    uint8_t *at;
+    int r = buffer_reserve(b, len, &at);
+    if (r < 0)
+        return r;
+    memcpy(at, data, len);
     b->end += len;
     return 0;
 }
@@ -343,10 +354,20 @@ static int session_update_events(ConsoleRelay *relay, Session *s)
     return 0;
 }
 
-/* Frames what VNC sent. -errno or 1 when VNC closed. */
-static int session_read_vnc(ConsoleRelay *relay, Session *s)
+/*
+ * Frames what VNC sent. The payload is read straight into the viewer's
+ * buffer behind room for the header: at most 0xffff bytes, so the header
+ * takes 4 bytes, or 2 for a payload under 126 (moved up by 2, a few bytes).
+ * -errno or 1 when VNC closed.
+ */
+static int session_read_vnc(Session *s)
 {
-    ssize_t n = recv(s->vnc.fd, relay->scratch, sizeof(relay->scratch), MSG_DONTWAIT);
+    enum { HEADER = 4 };
+    uint8_t *at;
+    int r = buffer_reserve(&s->to_ws, HEADER + CONSOLE_FRAME_PAYLOAD_MAX, &at);
+    if (r < 0)
+        return r;
+    ssize_t n = recv(s->vnc.fd, at + HEADER, CONSOLE_FRAME_PAYLOAD_MAX, MSG_DONTWAIT);
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
     if (n == 0)
@@ -355,8 +376,11 @@ static int session_read_vnc(ConsoleRelay *relay, Session *s)
     int hl = ws_frame_header(WS_OPCODE_BINARY, true, (uint64_t)n, header);
     if (hl < 0)
         return hl;
-    int r = buffer_append(&s->to_ws, header, (size_t)hl);
-    return r < 0 ? r : buffer_append(&s->to_ws, relay->scratch, (size_t)n);
+    if (hl < HEADER)
+        memmove(at + hl, at + HEADER, (size_t)n);
+    memcpy(at, header, (size_t)hl);
+    s->to_ws.end += (size_t)hl + (size_t)n;
+    return 0;
 }
 
 /* Acts on one whole message from the viewer. */
@@ -462,7 +486,7 @@ static void session_on_event(ConsoleRelay *relay, Side *side, uint32_t events)
         bool gone = false;
         /* Once our close frame is queued nothing may follow it (RFC 6455 5.5.1). */
         if ((events & EPOLLIN) && !s->closing) {
-            r = session_read_vnc(relay, s);
+            r = session_read_vnc(s);
             gone = r == 1 || r == -ECONNRESET;
             if (gone)
                 r = 0;

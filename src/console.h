@@ -19,8 +19,8 @@
 
 /* Largest message a viewer may send (noVNC's biggest is a clipboard text). */
 #define CONSOLE_MESSAGE_MAX (256 * 1024)
-/* VNC bytes carried by one server frame. */
-#define CONSOLE_FRAME_PAYLOAD_MAX (64 * 1024)
+/* VNC bytes carried by one server frame: the most whose frame header takes 4 bytes. */
+#define CONSOLE_FRAME_PAYLOAD_MAX 0xffff
 /* Pending bytes per direction past which the relay stops reading the other side. */
 #define CONSOLE_BUFFER_HIGH (512 * 1024)
 /* The relay pings a viewer this often, and drops one it has not heard from for the second. */

@@ -206,6 +206,12 @@ bool route_is_console(RouteId id)
     return id >= ROUTE_CONSOLE_BARE && id <= ROUTE_CONSOLE_ASSET;
 }
 
+/* Every console route's first segment (the table above). */
+bool route_path_is_console(const char *path)
+{
+    return path && strncmp(path, "/console/", 9) == 0;
+}
+
 const char *route_allow_header(RouteId id)
 {
     for (size_t r = 0; r < ARRAY_SIZE(routes); r++)

@@ -62,5 +62,7 @@ RouteMethod route_method_parse(const char *method);
 bool route_allows(RouteId id, RouteMethod method);
 /* Whether the route belongs to the console (cookie, not Bearer token). */
 bool route_is_console(RouteId id);
+/* Whether a path lies under the console's part of the URL space, matched or not. */
+bool route_path_is_console(const char *path);
 /* The Allow header value for a route, e.g. "GET, POST". */
 const char *route_allow_header(RouteId id);
