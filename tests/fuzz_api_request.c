@@ -25,17 +25,8 @@
 
 #include "api_request.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            fuzz_fail(#cond, __LINE__);                                                            \
-    } while (0)
-
-static __attribute__((noreturn)) void fuzz_fail(const char *what, int line)
-{
-    fprintf(stderr, "fuzz_api_request: invariant broken at line %d: %s\n", line, what);
-    abort();
-}
+#define FUZZ_NAME "fuzz_api_request"
+#include "fuzz_check.h"
 
 static bool printable_ascii(const char *s)
 {

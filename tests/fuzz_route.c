@@ -15,17 +15,8 @@
 
 #include "route.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            fuzz_fail(#cond, __LINE__);                                                            \
-    } while (0)
-
-static __attribute__((noreturn)) void fuzz_fail(const char *what, int line)
-{
-    fprintf(stderr, "fuzz_route: invariant broken at line %d: %s\n", line, what);
-    abort();
-}
+#define FUZZ_NAME "fuzz_route"
+#include "fuzz_check.h"
 
 /* The 8-4-4-4-12 form in lowercase hex, exactly. */
 static bool uuid_canonical(const char *s)

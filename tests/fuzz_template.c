@@ -25,20 +25,11 @@
 
 #include "template.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            fuzz_fail(#cond, __LINE__);                                                            \
-    } while (0)
+#define FUZZ_NAME "fuzz_template"
+#include "fuzz_check.h"
 
 #define VARS_MAX 8
 #define KEY_MAX 64
-
-static __attribute__((noreturn)) void fuzz_fail(const char *what, int line)
-{
-    fprintf(stderr, "fuzz_template: invariant broken at line %d: %s\n", line, what);
-    abort();
-}
 
 /* ---- a reference renderer ---- */
 

@@ -28,20 +28,11 @@
 
 #include "ws.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            fuzz_fail(#cond, __LINE__);                                                            \
-    } while (0)
+#define FUZZ_NAME "fuzz_ws"
+#include "fuzz_check.h"
 
 #define PREFIX_LEN 16
 #define CHUNK_MAX 16
-
-static __attribute__((noreturn)) void fuzz_fail(const char *what, int line)
-{
-    fprintf(stderr, "fuzz_ws: invariant broken at line %d: %s\n", line, what);
-    abort();
-}
 
 /* Decodes code points, unlike ws.c's byte-at-a-time state machine. */
 static bool utf8_ok(const uint8_t *s, size_t n)

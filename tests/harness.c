@@ -227,6 +227,17 @@ bool harness_log_contains(const char *path, const char *needle)
     return found;
 }
 
+bool harness_log_wait(const char *path, const char *needle, int timeout_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        if (harness_log_contains(path, needle))
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        usleep(10 * 1000);
+    }
+}
+
 void harness_dump_file(const char *path)
 {
     Buffer buf;
@@ -704,6 +715,11 @@ void harness_response_done(HarnessResponse *response)
     free(response->body);
     cJSON_Delete(response->json);
     *response = (HarnessResponse){0};
+}
+
+const char *harness_json_string(const cJSON *object, const char *name)
+{
+    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(object, name));
 }
 
 const char *harness_header(const HarnessResponse *response, const char *name)
@@ -1387,13 +1403,6 @@ int harness_ws_connect(uint16_t port, const char *path, const char *const header
                        HarnessWs **ret_ws, HarnessResponse *ret_refusal)
 {
     return ws_connect(port, NULL, path, headers, ret_ws, ret_refusal);
-}
-
-int harness_ws_connect_tls(uint16_t port, const char *ca_file, const char *path,
-                           const char *const headers[], HarnessWs **ret_ws,
-                           HarnessResponse *ret_refusal)
-{
-    return ws_connect(port, ca_file, path, headers, ret_ws, ret_refusal);
 }
 
 int harness_ws_send_raw(HarnessWs *ws, const void *data, size_t len)

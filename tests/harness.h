@@ -74,6 +74,8 @@ bool harness_file_exists(const char *path);
 int harness_count_files(const char *dir, const char *suffix);
 /* Whether the file at path contains needle (read whole, at most 64 MiB). */
 bool harness_log_contains(const char *path, const char *needle);
+/* harness_log_contains() asked every 10 ms until it is true or timeout_ms has passed. */
+bool harness_log_wait(const char *path, const char *needle, int timeout_ms);
 /* Copies the file at path to stderr between marker lines, for failure reports. */
 void harness_dump_file(const char *path);
 
@@ -235,6 +237,8 @@ const char *harness_header(const HarnessResponse *response, const char *name);
 const char *harness_error_code(const HarnessResponse *response);
 /* error.message of a JSON error body, or NULL. */
 const char *harness_error_message(const HarnessResponse *response);
+/* A string member of a JSON object, or NULL when absent or not a string. */
+const char *harness_json_string(const cJSON *object, const char *name);
 /* Frees what the response holds and zeroes it; accepts NULL. */
 void harness_response_done(HarnessResponse *response);
 
@@ -282,10 +286,6 @@ typedef struct {
  */
 int harness_ws_connect(uint16_t port, const char *path, const char *const headers[],
                        HarnessWs **ret_ws, HarnessResponse *ret_refusal);
-/* The same over TLS trusting ca_file (NULL: plain); then every frame goes through TLS. */
-int harness_ws_connect_tls(uint16_t port, const char *ca_file, const char *path,
-                           const char *const headers[], HarnessWs **ret_ws,
-                           HarnessResponse *ret_refusal);
 
 /* One whole (FIN) masked frame of opcode with len bytes; 0 or -errno (-EPIPE once closed). */
 int harness_ws_send(HarnessWs *ws, int opcode, const void *data, size_t len);

@@ -127,12 +127,6 @@ static void assert_created_at_recent(const char *text)
         fail_msg("created_at '%s' is not near now (%lld)", text, (long long)now);
 }
 
-static const char *json_string(const cJSON *object, const char *name)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
-    return cJSON_IsString(item) ? item->valuestring : NULL;
-}
-
 /*
  * An instance object with exactly the contract's fields, and the readiness
  * fields; expires_at is lifetime seconds after created_at (lifetime < 0:
@@ -150,21 +144,21 @@ static void check_instance_object(const cJSON *json, const char *image, const ch
     for (size_t i = 0; i < n_fields; i++)
         if (!cJSON_HasObjectItem(json, fields[i]))
             fail_msg("instance object lacks '%s'", fields[i]);
-    const char *uuid = json_string(json, "instance_uuid");
+    const char *uuid = harness_json_string(json, "instance_uuid");
     assert_non_null(uuid);
     assert_int_equal(strlen(uuid), UUID_LEN);
-    assert_string_equal(json_string(json, "status"), status);
-    assert_string_equal(json_string(json, "image"), image);
-    assert_string_equal(json_string(json, "size"), size);
-    assert_created_at_recent(json_string(json, "created_at"));
+    assert_string_equal(harness_json_string(json, "status"), status);
+    assert_string_equal(harness_json_string(json, "image"), image);
+    assert_string_equal(harness_json_string(json, "size"), size);
+    assert_created_at_recent(harness_json_string(json, "created_at"));
     int64_t created, expires;
-    assert_int_equal(util_parse_iso8601(json_string(json, "created_at"), &created), 0);
-    assert_non_null(json_string(json, "expires_at"));
-    assert_int_equal(util_parse_iso8601(json_string(json, "expires_at"), &expires), 0);
+    assert_int_equal(util_parse_iso8601(harness_json_string(json, "created_at"), &created), 0);
+    assert_non_null(harness_json_string(json, "expires_at"));
+    assert_int_equal(util_parse_iso8601(harness_json_string(json, "expires_at"), &expires), 0);
     if (lifetime >= 0)
         assert_int_equal(expires - created, lifetime);
     /* The viewer's address on this legbad; the console tests check its exact form and key. */
-    const char *access = json_string(json, "access_url");
+    const char *access = harness_json_string(json, "access_url");
     char console_path[64];
     snprintf(console_path, sizeof(console_path), "/console/%s/", uuid);
     assert_non_null(access);
@@ -192,7 +186,7 @@ static void create_instance(const HarnessOrg *org, const char *size, char ret_uu
     request(org->auth, "POST", path, body, &resp);
     assert_status(&resp, 201);
     assert_instance_object(resp.json, "tiny", size, "running");
-    const char *uuid = json_string(resp.json, "instance_uuid");
+    const char *uuid = harness_json_string(resp.json, "instance_uuid");
     path_instance(location, sizeof(location), org->uuid, uuid);
     assert_header(&resp, "Location", location);
     overlay_path(overlay, sizeof(overlay), uuid);
@@ -241,7 +235,7 @@ static const cJSON *list_find(const cJSON *list, const char *uuid)
     const cJSON *item;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(list, "instances"))
     {
-        const char *u = json_string(item, "instance_uuid");
+        const char *u = harness_json_string(item, "instance_uuid");
         if (u && strcmp(u, uuid) == 0)
             return item;
     }
@@ -267,7 +261,7 @@ static bool legbactl_has_instance(const char *uuid)
     bool found = false;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(json, "instances"))
     {
-        const char *u = json_string(item, "instance_uuid");
+        const char *u = harness_json_string(item, "instance_uuid");
         if (u && strcmp(u, uuid) == 0)
             found = true;
     }
@@ -399,7 +393,7 @@ static void api_create_get_delete(void **state)
     path_instance(upper_path, sizeof(upper_path), it.a.uuid, upper);
     request(it.a.auth, "GET", upper_path, NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "instance_uuid"), uuid);
+    assert_string_equal(harness_json_string(resp.json, "instance_uuid"), uuid);
     harness_response_done(&resp);
 
     delete_instance(&it.a, uuid);
@@ -433,7 +427,7 @@ static void api_sizes_and_images(void **state)
     for (size_t i = 0; i < 3; i++) {
         const cJSON *item = list_find(list, uuids[i]);
         assert_non_null(item);
-        assert_string_equal(json_string(item, "size"), sizes[i]);
+        assert_string_equal(harness_json_string(item, "size"), sizes[i]);
     }
     cJSON_Delete(list);
     for (size_t i = 0; i < 3; i++)
@@ -534,11 +528,11 @@ static void api_auth(void **state)
     assert_int_equal(
         harness_legbactl(it.data_dir, HARNESS_LIST("token", "create", "--org", it.a.uuid), &json),
         0);
-    const char *token2 = json_string(json, "token");
-    const char *token2_id = json_string(json, "token_id");
+    const char *token2 = harness_json_string(json, "token");
+    const char *token2_id = harness_json_string(json, "token_id");
     assert_non_null(token2);
     assert_non_null(token2_id);
-    assert_string_equal(json_string(json, "org_uuid"), it.a.uuid);
+    assert_string_equal(harness_json_string(json, "org_uuid"), it.a.uuid);
     char auth2[160], token2_id_copy[UUID_LEN + 1];
     snprintf(auth2, sizeof(auth2), "Authorization: Bearer %s", token2);
     snprintf(token2_id_copy, sizeof(token2_id_copy), "%s", token2_id);
@@ -612,7 +606,7 @@ static void api_isolation(void **state)
     path_instance(path, sizeof(path), it.a.uuid, uuid);
     request(it.a.auth, "GET", path, NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "running");
+    assert_string_equal(harness_json_string(resp.json, "status"), "running");
     harness_response_done(&resp);
     char overlay[512];
     overlay_path(overlay, sizeof(overlay), uuid);
@@ -632,7 +626,7 @@ static void api_isolation(void **state)
         0);
     const cJSON *item;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(json, "instances"))
-        assert_string_not_equal(json_string(item, "instance_uuid"), uuid);
+        assert_string_not_equal(harness_json_string(item, "instance_uuid"), uuid);
     cJSON_Delete(json);
 
     delete_instance(&it.a, uuid);
@@ -921,9 +915,7 @@ static void api_log_lines(void **state)
     harness_response_done(&resp);
 
     /* The access line is written after the answer is sent: give it a moment. */
-    for (int i = 0; i < 200 && !harness_log_contains(it.legbad->log_path, marker); i++)
-        usleep(10 * 1000);
-    assert_true(harness_log_contains(it.legbad->log_path, marker));
+    assert_true(harness_log_wait(it.legbad->log_path, marker, 2000));
     if (harness_log_contains(it.legbad->log_path, "\nlegba-forged-entry") ||
         harness_log_contains(it.legbad->log_path, "\rlegba-forged-entry"))
         fail_msg("a percent-encoded CR/LF in the URL started a new line in %s",
@@ -941,9 +933,9 @@ static void api_restart_reconcile(void **state)
     create_instance(&it.b, "medium", b1);
     cJSON *lists[2] = {list_instances(&it.a), list_instances(&it.b)};
     const HarnessOrg *orgs[2] = {&it.a, &it.b};
-    assert_string_equal(json_string(list_find(lists[0], a1), "status"), "running");
-    assert_string_equal(json_string(list_find(lists[0], a2), "status"), "running");
-    assert_string_equal(json_string(list_find(lists[1], b1), "status"), "running");
+    assert_string_equal(harness_json_string(list_find(lists[0], a1), "status"), "running");
+    assert_string_equal(harness_json_string(list_find(lists[0], a2), "status"), "running");
+    assert_string_equal(harness_json_string(list_find(lists[1], b1), "status"), "running");
 
     int status = harness_legbad_stop(it.legbad);
     if (status != 0)
@@ -971,16 +963,18 @@ static void api_restart_reconcile(void **state)
         const cJSON *item;
         cJSON_ArrayForEach(item, cJSON_GetObjectItem(lists[o], "instances"))
         {
-            const char *uuid = json_string(item, "instance_uuid");
+            const char *uuid = harness_json_string(item, "instance_uuid");
             const cJSON *now = list_find(after, uuid);
             assert_non_null(now);
-            assert_string_equal(json_string(now, "status"), "stopped");
+            assert_string_equal(harness_json_string(now, "status"), "stopped");
             /* Everything else about it is as it was. */
-            assert_string_equal(json_string(now, "created_at"), json_string(item, "created_at"));
-            assert_string_equal(json_string(now, "size"), json_string(item, "size"));
+            assert_string_equal(harness_json_string(now, "created_at"),
+                                harness_json_string(item, "created_at"));
+            assert_string_equal(harness_json_string(now, "size"),
+                                harness_json_string(item, "size"));
             /* Each one that was running is named in the log; a stopped one had nothing to fix. */
             snprintf(needle, sizeof(needle), "reconcile: instance %s", uuid);
-            bool was_running = strcmp(json_string(item, "status"), "running") == 0;
+            bool was_running = strcmp(harness_json_string(item, "status"), "running") == 0;
             if (was_running && !harness_log_contains(log, needle)) {
                 harness_dump_file(log);
                 fail_msg("the log does not mention %s", needle);
@@ -989,7 +983,7 @@ static void api_restart_reconcile(void **state)
             path_instance(path, sizeof(path), orgs[o]->uuid, uuid);
             request(orgs[o]->auth, "GET", path, NULL, &resp);
             assert_status(&resp, 200);
-            assert_string_equal(json_string(resp.json, "status"), "stopped");
+            assert_string_equal(harness_json_string(resp.json, "status"), "stopped");
             harness_response_done(&resp);
         }
         cJSON_Delete(after);
@@ -1001,7 +995,7 @@ static void api_restart_reconcile(void **state)
         const cJSON *item;
         cJSON_ArrayForEach(item, cJSON_GetObjectItem(lists[o], "instances"))
         {
-            const char *uuid = json_string(item, "instance_uuid");
+            const char *uuid = harness_json_string(item, "instance_uuid");
             delete_instance(orgs[o], uuid);
             path_instance(path, sizeof(path), orgs[o]->uuid, uuid);
             request(orgs[o]->auth, "GET", path, NULL, &resp);
@@ -1054,7 +1048,7 @@ static void *worker_run(void *arg)
         path_instances(path, sizeof(path), org->uuid);
         int r =
             send_request(org->auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
-        const char *uuid = json_string(resp.json, "instance_uuid");
+        const char *uuid = harness_json_string(resp.json, "instance_uuid");
         if (r < 0 || resp.status != 201 || !uuid || strlen(uuid) != UUID_LEN) {
             worker_fail(w, "create", &resp, r);
         } else {
@@ -1183,8 +1177,8 @@ static void api_catalog_and_start_url(void **state)
     assert_status(&resp, 200);
     cJSON *images = cJSON_GetObjectItemCaseSensitive(resp.json, "images");
     assert_int_equal(cJSON_GetArraySize(images), 1);
-    assert_string_equal(json_string(cJSON_GetArrayItem(images, 0), "name"), "tiny");
-    assert_string_equal(json_string(cJSON_GetArrayItem(images, 0), "boot"), "firmware");
+    assert_string_equal(harness_json_string(cJSON_GetArrayItem(images, 0), "name"), "tiny");
+    assert_string_equal(harness_json_string(cJSON_GetArrayItem(images, 0), "boot"), "firmware");
     assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(resp.json, "total")->valuedouble, 1);
     harness_response_done(&resp);
 
@@ -1202,7 +1196,7 @@ static void api_catalog_and_start_url(void **state)
     for (int i = 0; i < 3; i++) {
         const cJSON *s = cJSON_GetArrayItem(sizes, i);
         const cJSON *screen = cJSON_GetObjectItemCaseSensitive(s, "screen");
-        assert_string_equal(json_string(s, "name"), want[i].name);
+        assert_string_equal(harness_json_string(s, "name"), want[i].name);
         assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(s, "vcpus")->valuedouble,
                          want[i].vcpus);
         assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(s, "memory_mib")->valuedouble,
@@ -1244,13 +1238,13 @@ static void api_catalog_and_start_url(void **state)
             "{\"image\":\"tiny\",\"size\":\"small\",\"start_url\":\"https://example.org/x\"}",
             &resp);
     assert_status(&resp, 201);
-    assert_string_equal(json_string(resp.json, "start_url"), "https://example.org/x");
-    snprintf(uuid, sizeof(uuid), "%s", json_string(resp.json, "instance_uuid"));
+    assert_string_equal(harness_json_string(resp.json, "start_url"), "https://example.org/x");
+    snprintf(uuid, sizeof(uuid), "%s", harness_json_string(resp.json, "instance_uuid"));
     harness_response_done(&resp);
     path_instance(path, sizeof(path), it.a.uuid, uuid);
     request(it.a.auth, "GET", path, NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "start_url"), "https://example.org/x");
+    assert_string_equal(harness_json_string(resp.json, "start_url"), "https://example.org/x");
     harness_response_done(&resp);
     delete_instance(&it.a, uuid);
 }
@@ -1287,7 +1281,7 @@ static void console_create_at(const HarnessOrg *org, const char *base, HarnessCo
     path_instances(path, sizeof(path), org->uuid);
     request(org->auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
     assert_status(&resp, 201);
-    const char *uuid = json_string(resp.json, "instance_uuid");
+    const char *uuid = harness_json_string(resp.json, "instance_uuid");
     assert_non_null(uuid);
     *ret = (HarnessConsole){0};
     snprintf(ret->uuid, sizeof(ret->uuid), "%s", uuid);
@@ -1393,8 +1387,7 @@ static void check_get_error(const char *file, int line, const char *path, const 
 /* The access line of a request is written after its answer: wait until the log names path. */
 static void wait_logged(const char *path)
 {
-    for (int i = 0; i < 200 && !harness_log_contains(it.legbad->log_path, path); i++)
-        usleep(10 * 1000);
+    harness_log_wait(it.legbad->log_path, path, 2000);
 }
 
 /* access_url: with its key once, without it afterwards; /access issues a new one. */
@@ -1411,10 +1404,10 @@ static void api_console_access_url(void **state)
     path_instance(path, sizeof(path), it.a.uuid, con.uuid);
     request(it.a.auth, "GET", path, NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "access_url"), want);
+    assert_string_equal(harness_json_string(resp.json, "access_url"), want);
     harness_response_done(&resp);
     cJSON *list = list_instances(&it.a);
-    assert_string_equal(json_string(list_find(list, con.uuid), "access_url"), want);
+    assert_string_equal(harness_json_string(list_find(list, con.uuid), "access_url"), want);
     cJSON_Delete(list);
 
     /* A new key: the old one stops working for new logins, the new one works. */
@@ -1422,7 +1415,7 @@ static void api_console_access_url(void **state)
     snprintf(access, sizeof(access), "%s/access", path);
     request(it.a.auth, "POST", access, NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "instance_uuid"), con.uuid);
+    assert_string_equal(harness_json_string(resp.json, "instance_uuid"), con.uuid);
     char old_key[HARNESS_CONSOLE_KEY_LEN + 1];
     snprintf(old_key, sizeof(old_key), "%s", con.key);
     assert_access_url(&resp, origin, con.uuid, con.key);
@@ -1435,7 +1428,7 @@ static void api_console_access_url(void **state)
     console_login(&con);
     /* GET still shows no key. */
     request(it.a.auth, "GET", path, NULL, &resp);
-    assert_string_equal(json_string(resp.json, "access_url"), want);
+    assert_string_equal(harness_json_string(resp.json, "access_url"), want);
     harness_response_done(&resp);
 
     /* Another org's token: as if the instance were not there. */
@@ -1590,7 +1583,7 @@ static void api_console_session(void **state)
 
     console_get(path, a.cookie, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "running");
+    assert_string_equal(harness_json_string(resp.json, "status"), "running");
     assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(resp.json, "ready")));
     harness_response_done(&resp);
     /* A cookie of the right shape that legbad never issued. */
@@ -1762,13 +1755,13 @@ static void api_tls(void **state)
     snprintf(path, sizeof(path), "%sstatus", con.prefix);
     console_get(path, con.cookie, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "running");
+    assert_string_equal(harness_json_string(resp.json, "status"), "running");
     harness_response_done(&resp);
     path_instance(path, sizeof(path), it.a.uuid, con.uuid);
     request(it.a.auth, "GET", path, NULL, &resp);
     assert_status(&resp, 200);
     snprintf(want, sizeof(want), "%s%s", origin, con.prefix);
-    assert_string_equal(json_string(resp.json, "access_url"), want);
+    assert_string_equal(harness_json_string(resp.json, "access_url"), want);
     harness_response_done(&resp);
 
     /* The http:// origin of the same host and port is another origin. */
@@ -1945,7 +1938,7 @@ static void api_public_url_instance(void **state)
     request(it.a.auth, "GET", path, NULL, &resp);
     assert_status(&resp, 200);
     snprintf(want, sizeof(want), "%s%s", own_a + strlen("Origin: "), a.prefix);
-    assert_string_equal(json_string(resp.json, "access_url"), want);
+    assert_string_equal(harness_json_string(resp.json, "access_url"), want);
     harness_response_done(&resp);
 
     assert_origin_refused(&a, listener);
@@ -2015,7 +2008,7 @@ static void write_conf(char *buf, size_t size, const char *name, const char *tex
 static int64_t json_time(const cJSON *json, const char *name)
 {
     int64_t t = 0;
-    const char *text = json_string(json, name);
+    const char *text = harness_json_string(json, name);
     if (!text || util_parse_iso8601(text, &t) < 0)
         fail_msg("'%s' is not an ISO 8601 time: %s", name, text ? text : "(absent)");
     return t;
@@ -2053,7 +2046,7 @@ static long long check_wait_status(const char *file, int line, const HarnessOrg 
     for (;;) {
         int status = get_instance(org, uuid, &resp);
         long long now = harness_now_ms();
-        const char *got = status == 200 ? json_string(resp.json, "status") : NULL;
+        const char *got = status == 200 ? harness_json_string(resp.json, "status") : NULL;
         if (want ? got && strcmp(got, want) == 0 : status == 404) {
             harness_response_done(&resp);
             return now;
@@ -2076,7 +2069,7 @@ static void get_status_expiry(const HarnessOrg *org, const char *uuid, char *sta
     HarnessResponse resp = {0};
     get_instance(org, uuid, &resp);
     assert_status(&resp, 200);
-    snprintf(status, status_size, "%s", json_string(resp.json, "status"));
+    snprintf(status, status_size, "%s", harness_json_string(resp.json, "status"));
     *ret_expires = json_time(resp.json, "expires_at");
     harness_response_done(&resp);
 }
@@ -2096,7 +2089,7 @@ static void create_with_timeout(const HarnessOrg *org, const char *timeout, int6
     request(org->auth, "POST", path, body, &resp);
     assert_status(&resp, 201);
     check_instance_object(resp.json, "tiny", "small", "running", want);
-    snprintf(ret_uuid, UUID_LEN + 1, "%s", json_string(resp.json, "instance_uuid"));
+    snprintf(ret_uuid, UUID_LEN + 1, "%s", harness_json_string(resp.json, "instance_uuid"));
     harness_response_done(&resp);
 }
 
@@ -2107,7 +2100,7 @@ static bool listed_with_status(const HarnessOrg *org, const char *uuid, char *st
     cJSON *list = list_instances(org);
     const cJSON *item = list_find(list, uuid);
     if (item && status_size)
-        snprintf(status, status_size, "%s", json_string(item, "status"));
+        snprintf(status, status_size, "%s", harness_json_string(item, "status"));
     cJSON_Delete(list);
     return item != NULL;
 }
@@ -2115,9 +2108,7 @@ static bool listed_with_status(const HarnessOrg *org, const char *uuid, char *st
 static void assert_log_has(const char *needle)
 {
     /* Log lines follow the answer by a moment. */
-    for (int i = 0; i < 100 && !harness_log_contains(it.legbad->log_path, needle); i++)
-        usleep(10 * 1000);
-    if (!harness_log_contains(it.legbad->log_path, needle))
+    if (!harness_log_wait(it.legbad->log_path, needle, 1000))
         fail_msg("legbad's log %s does not say '%s'", it.legbad->log_path, needle);
 }
 
@@ -2144,7 +2135,7 @@ static void api_expiry(void **state)
     create_with_timeout(&it.a, "2", 2, s);
     instance_action(&it.a, s, "stop", NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "stopped");
+    assert_string_equal(harness_json_string(resp.json, "status"), "stopped");
     harness_response_done(&resp);
     int64_t a_expires;
     get_status_expiry(&it.a, a, status, sizeof(status), &a_expires);
@@ -2234,7 +2225,7 @@ static void api_extend(void **state)
     if (expires < before + 7200 || expires > after + 7200)
         fail_response(__FILE__, __LINE__, &resp, "expires_at now + 7200 expected");
     /* The key of the access URL is not handed out again. */
-    assert_null(strstr(json_string(resp.json, "access_url"), "#key="));
+    assert_null(strstr(harness_json_string(resp.json, "access_url"), "#key="));
     harness_response_done(&resp);
     int64_t stored;
     get_status_expiry(&it.a, uuid, status, sizeof(status), &stored);
@@ -2367,7 +2358,7 @@ static void api_stop_start(void **state)
     /* A body is neither needed nor looked at; other methods are not allowed. */
     instance_action(&it.a, uuid, "stop", "{\"force\":true}", &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "stopped");
+    assert_string_equal(harness_json_string(resp.json, "status"), "stopped");
     harness_response_done(&resp);
     char path[256];
     path_instance(path, sizeof(path), it.a.uuid, uuid);
@@ -2430,7 +2421,7 @@ static void api_timeout_limits(void **state)
     request(it.a.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
     assert_status(&resp, 201);
     check_instance_object(resp.json, "tiny", "small", "running", 30);
-    snprintf(uuid, sizeof(uuid), "%s", json_string(resp.json, "instance_uuid"));
+    snprintf(uuid, sizeof(uuid), "%s", harness_json_string(resp.json, "instance_uuid"));
     harness_response_done(&resp);
     delete_instance(&it.a, uuid);
     create_with_timeout(&it.a, "60", 60, uuid);
@@ -2493,7 +2484,7 @@ static void api_idle(void **state)
     long long started = harness_now_ms();
     instance_action(&it.a, s, "start", NULL, &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "running");
+    assert_string_equal(harness_json_string(resp.json, "status"), "running");
     harness_response_done(&resp);
     ended = wait_status(&it.a, s, "terminated", started + 5000);
     if (ended - started < 1000)

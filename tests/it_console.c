@@ -117,11 +117,6 @@ static void silence(void *userdata, virErrorPtr error)
 {
 }
 
-static const char *json_string(const cJSON *object, const char *name)
-{
-    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(object, name));
-}
-
 /* ---- legbad, before and after each test ---- */
 
 /* legbad with a config file (or none), serving HTTPS with the test certificate when tls. */
@@ -324,7 +319,7 @@ static void console_create(HarnessConsole *ret)
                                  &resp),
                      0);
     assert_status(&resp, 201);
-    const char *uuid = json_string(resp.json, "instance_uuid");
+    const char *uuid = harness_json_string(resp.json, "instance_uuid");
     assert_non_null(uuid);
     for (size_t i = 0; i < MAX_CREATED; i++) {
         if (!c.created[i][0]) {
@@ -332,7 +327,8 @@ static void console_create(HarnessConsole *ret)
             break;
         }
     }
-    if (strcmp(json_string(resp.json, "status") ? json_string(resp.json, "status") : "",
+    if (strcmp(harness_json_string(resp.json, "status") ? harness_json_string(resp.json, "status")
+                                                        : "",
                "running") != 0)
         fail_response(__FILE__, __LINE__, &resp, "status running expected");
 
@@ -540,14 +536,14 @@ static void console_happy_path(void **state)
     assert_status(&resp, 200);
     char want[160];
     snprintf(want, sizeof(want), "%s%s", c.origin, con.prefix);
-    assert_string_equal(json_string(resp.json, "access_url"), want);
+    assert_string_equal(harness_json_string(resp.json, "access_url"), want);
     harness_response_done(&resp);
 
     console_login(&con);
     snprintf(path, sizeof(path), "%sstatus", con.prefix);
     http_get(path, HARNESS_LIST(con.cookie), &resp);
     assert_status(&resp, 200);
-    assert_string_equal(json_string(resp.json, "status"), "running");
+    assert_string_equal(harness_json_string(resp.json, "status"), "running");
     assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(resp.json, "ready")));
     harness_response_done(&resp);
 
@@ -703,6 +699,35 @@ static void *delete_run(void *arg)
     return NULL;
 }
 
+/*
+ * Sends DELETE of the console's instance from a thread (a TCG domain takes
+ * seconds to die) and reads the console until a close frame or its end, at
+ * most budget_ms. Returns what the last read returned (0: a close frame);
+ * fails the test when neither came. *job holds the DELETE's answer.
+ */
+static int delete_until_closed(Stream *s, const HarnessConsole *con, int budget_ms,
+                               const char *what, DeleteJob *job, long long *ret_elapsed)
+{
+    *job = (DeleteJob){0};
+    snprintf(job->path, sizeof(job->path), "/orgs/%s/api/instances/%s", c.org.uuid, con->uuid);
+    pthread_t thread;
+    long long start = harness_now_ms();
+    assert_int_equal(pthread_create(&thread, NULL, delete_run, job), 0);
+    int r;
+    do
+        r = stream_recv(s, start + budget_ms - harness_now_ms());
+    while (r == 0 && s->last.opcode != HARNESS_WS_CLOSE);
+    long long elapsed = harness_now_ms() - start;
+    pthread_join(thread, NULL);
+    forget_created(con->uuid);
+    if (r < 0 && r != -ECONNRESET)
+        fail_msg("the console%s was neither closed nor ended %lld ms after DELETE was sent (%s); "
+                 "DELETE answered %d",
+                 what, elapsed, strerror(-r), job->resp.status);
+    *ret_elapsed = elapsed;
+    return r;
+}
+
 /* DELETE closes an open console within a second, and its URL is gone. */
 static void console_delete_closes(void **state)
 {
@@ -713,24 +738,10 @@ static void console_delete_closes(void **state)
     uint16_t width, height;
     rfb_handshake(s, &width, &height);
 
-    DeleteJob job = {0};
-    snprintf(job.path, sizeof(job.path), "/orgs/%s/api/instances/%s", c.org.uuid, con.uuid);
-    pthread_t thread;
-    long long start = harness_now_ms();
-    assert_int_equal(pthread_create(&thread, NULL, delete_run, &job), 0);
-
     /* A close frame 4000 "instance deleted", or the connection's end, within 1 s. */
-    int r;
-    do
-        r = stream_recv(s, start + 1000 - harness_now_ms());
-    while (r == 0 && s->last.opcode != HARNESS_WS_CLOSE);
-    long long elapsed = harness_now_ms() - start;
-    pthread_join(thread, NULL);
-    forget_created(con.uuid);
-    if (r < 0 && r != -ECONNRESET)
-        fail_msg("the console was neither closed nor ended %lld ms after DELETE was sent (%s); "
-                 "DELETE answered %d",
-                 elapsed, strerror(-r), job.resp.status);
+    DeleteJob job;
+    long long elapsed;
+    int r = delete_until_closed(s, &con, 1000, "", &job, &elapsed);
     print_message("console %s after %lld ms (close code %d '%s')\n", r == 0 ? "closed" : "ended",
                   elapsed, s->last.close_code, s->last.data ? (char *)s->last.data : "");
     assert_true(elapsed <= 1000);
@@ -818,22 +829,9 @@ static void console_tls(void **state)
     long long t_update = harness_now_ms();
 
     /* DELETE over HTTPS: the console gets its close frame, or its end, within 2 s. */
-    DeleteJob job = {0};
-    snprintf(job.path, sizeof(job.path), "/orgs/%s/api/instances/%s", c.org.uuid, con.uuid);
-    pthread_t thread;
-    long long start = harness_now_ms();
-    assert_int_equal(pthread_create(&thread, NULL, delete_run, &job), 0);
-    int r;
-    do
-        r = stream_recv(s, start + 2000 - harness_now_ms());
-    while (r == 0 && s->last.opcode != HARNESS_WS_CLOSE);
-    long long elapsed = harness_now_ms() - start;
-    pthread_join(thread, NULL);
-    forget_created(con.uuid);
-    if (r < 0 && r != -ECONNRESET)
-        fail_msg("the console over TLS was neither closed nor ended %lld ms after DELETE was sent "
-                 "(%s); DELETE answered %d",
-                 elapsed, strerror(-r), job.resp.status);
+    DeleteJob job;
+    long long elapsed;
+    int r = delete_until_closed(s, &con, 2000, " over TLS", &job, &elapsed);
     print_message("over TLS (%ux%u screen): create %lld ms, session %lld ms, WebSocket open %lld "
                   "ms, RFB handshake %lld ms, 16x16 update %lld ms; console %s %lld ms after "
                   "DELETE (close code %d '%s')\n",

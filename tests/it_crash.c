@@ -165,12 +165,6 @@ static void silence(void *userdata, virErrorPtr error)
 {
 }
 
-static const char *json_string(const cJSON *object, const char *name)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
-    return cJSON_IsString(item) ? item->valuestring : NULL;
-}
-
 static int start_legbad(void)
 {
     char log_name[64];
@@ -346,7 +340,7 @@ static void client_create(uint16_t port)
                          HARNESS_LIST(cr.org.auth, "Content-Type: application/json"), body,
                          strlen(body), &resp);
     atomic_fetch_sub(&cr.creates_in_flight, 1);
-    const char *uuid = json_string(resp.json, "instance_uuid");
+    const char *uuid = harness_json_string(resp.json, "instance_uuid");
     const char *code = harness_error_code(&resp);
     pthread_mutex_lock(&cr.lock);
     if (r < 0) {
@@ -431,8 +425,8 @@ static void records_set(UuidSet *ret, char *odd, size_t odd_size)
     const cJSON *item;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(json, "instances"))
     {
-        const char *uuid = json_string(item, "instance_uuid");
-        const char *state = json_string(item, "state");
+        const char *uuid = harness_json_string(item, "instance_uuid");
+        const char *state = harness_json_string(item, "state");
         if (!uuid || !state)
             fail_msg("legbactl instance list: an instance without instance_uuid or state");
         if (strcmp(state, "running") == 0 || strcmp(state, "stopped") == 0) {
@@ -665,7 +659,7 @@ static void refresh_live(void)
     const cJSON *item;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(list, "instances"))
     {
-        const char *uuid = json_string(item, "instance_uuid");
+        const char *uuid = harness_json_string(item, "instance_uuid");
         if (uuid) {
             set_add(&cr.live, uuid);
             set_add(&cr.created, uuid);
@@ -840,7 +834,7 @@ static void crash_delete_all(void **state)
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(list, "instances"))
     {
         char path[160];
-        const char *uuid = json_string(item, "instance_uuid");
+        const char *uuid = harness_json_string(item, "instance_uuid");
         HarnessResponse resp = {0};
         snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", cr.org.uuid, uuid);
         assert_int_equal(harness_http(cr.legbad->port, "DELETE", path, HARNESS_LIST(cr.org.auth),

@@ -66,12 +66,6 @@ static const HarnessLegbad *harness_assert_legbad(void)
 
 /* ---- requests ---- */
 
-static const char *json_string(const cJSON *object, const char *name)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
-    return cJSON_IsString(item) ? item->valuestring : NULL;
-}
-
 static void path_instances(char *buf, size_t size, const char *org)
 {
     snprintf(buf, size, "/orgs/%s/api/instances", org);
@@ -134,7 +128,7 @@ static void create_ok(const HarnessOrg *org, const char *instance_size, char ret
     HarnessResponse resp = {0};
     post_create(org, instance_size, NULL, &resp);
     assert_status(&resp, 201);
-    const char *uuid = json_string(resp.json, "instance_uuid");
+    const char *uuid = harness_json_string(resp.json, "instance_uuid");
     assert_non_null(uuid);
     snprintf(ret_uuid, UUID_LEN + 1, "%s", uuid);
     harness_response_done(&resp);
@@ -182,7 +176,7 @@ static int list_has(const HarnessOrg *org, const char *uuid)
     const cJSON *item;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(list, "instances"))
     {
-        const char *u = json_string(item, "instance_uuid");
+        const char *u = harness_json_string(item, "instance_uuid");
         n += u && strcmp(u, uuid) == 0;
     }
     cJSON_Delete(list);
@@ -196,7 +190,7 @@ static void delete_all(const HarnessOrg *org)
     const cJSON *item;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(list, "instances"))
     {
-        delete_ok(org, json_string(item, "instance_uuid"));
+        delete_ok(org, harness_json_string(item, "instance_uuid"));
     }
     cJSON_Delete(list);
     assert_int_equal(list_count(org), 0);
@@ -352,12 +346,12 @@ static void idempotency_replay(void **state)
     int before = list_count(&lim.a);
     post_create(&lim.a, "small", key_line, &first);
     assert_status(&first, 201);
-    snprintf(uuid, sizeof(uuid), "%s", json_string(first.json, "instance_uuid"));
+    snprintf(uuid, sizeof(uuid), "%s", harness_json_string(first.json, "instance_uuid"));
     access_key(&first, uuid, key1);
 
     post_create(&lim.a, "small", key_line, &again);
     assert_status(&again, 201);
-    const char *again_uuid = json_string(again.json, "instance_uuid");
+    const char *again_uuid = harness_json_string(again.json, "instance_uuid");
     if (!again_uuid || strcmp(again_uuid, uuid) != 0)
         fail_response(__FILE__, __LINE__, &again, "the retry must answer instance %s", uuid);
     char location[160];
@@ -392,7 +386,7 @@ static void idempotency_replay(void **state)
     int before_b = list_count(&lim.b);
     post_create(&lim.b, "small", key_line, &resp);
     assert_status(&resp, 201);
-    const char *b_uuid = json_string(resp.json, "instance_uuid");
+    const char *b_uuid = harness_json_string(resp.json, "instance_uuid");
     assert_non_null(b_uuid);
     assert_string_not_equal(b_uuid, uuid);
     assert_int_equal(list_count(&lim.b), before_b + 1);
@@ -435,7 +429,7 @@ static void *racer_run(void *arg)
     pthread_barrier_wait(racer->start);
     racer->r = send_request(lim.a.auth, "POST", path, body, "Idempotency-Key: race-1", &resp);
     racer->status = resp.status;
-    const char *uuid = json_string(resp.json, "instance_uuid");
+    const char *uuid = harness_json_string(resp.json, "instance_uuid");
     const char *code = harness_error_code(&resp);
     const char *retry = harness_header(&resp, "Retry-After");
     snprintf(racer->uuid, sizeof(racer->uuid), "%s", uuid ? uuid : "");
@@ -496,7 +490,7 @@ static void idempotency_concurrent(void **state)
     HarnessResponse resp = {0};
     post_create(&lim.a, "small", "Idempotency-Key: race-1", &resp);
     assert_status(&resp, 201);
-    assert_string_equal(json_string(resp.json, "instance_uuid"), winner);
+    assert_string_equal(harness_json_string(resp.json, "instance_uuid"), winner);
     harness_response_done(&resp);
     delete_all(&lim.a);
 }
@@ -551,13 +545,13 @@ static void idempotency_after_delete(void **state)
     char first[UUID_LEN + 1];
     post_create(&lim.a, "small", key_line, &resp);
     assert_status(&resp, 201);
-    snprintf(first, sizeof(first), "%s", json_string(resp.json, "instance_uuid"));
+    snprintf(first, sizeof(first), "%s", harness_json_string(resp.json, "instance_uuid"));
     harness_response_done(&resp);
     delete_ok(&lim.a, first);
 
     post_create(&lim.a, "small", key_line, &resp);
     assert_status(&resp, 201);
-    const char *second = json_string(resp.json, "instance_uuid");
+    const char *second = harness_json_string(resp.json, "instance_uuid");
     assert_non_null(second);
     assert_string_not_equal(second, first);
     assert_int_equal(list_has(&lim.a, second), 1);
@@ -617,7 +611,7 @@ static cJSON *listed_org(const char *uuid)
     cJSON *found = NULL;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(json, "orgs"))
     {
-        const char *u = json_string(item, "org_uuid");
+        const char *u = harness_json_string(item, "org_uuid");
         if (u && strcmp(u, uuid) == 0)
             found = cJSON_Duplicate(item, true);
     }
@@ -647,7 +641,7 @@ static void quota_legbactl(void **state)
     cJSON *json = NULL;
     assert_int_equal(legbactl_quota(lim.a.uuid, HARNESS_LIST("--instances", "3"), &json), 0);
     assert_non_null(json);
-    assert_string_equal(json_string(json, "org_uuid"), lim.a.uuid);
+    assert_string_equal(harness_json_string(json, "org_uuid"), lim.a.uuid);
     assert_quota(json, 3, -1, -1);
     cJSON_Delete(json);
     assert_int_equal(

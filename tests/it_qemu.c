@@ -550,12 +550,7 @@ static long long wait_instance_status(const char *uuid, const char *want, long l
 
 static bool log_says(const char *needle, int seconds)
 {
-    for (int i = 0; i < seconds * 10; i++) {
-        if (harness_log_contains(q.legbad->log_path, needle))
-            return true;
-        usleep(100 * 1000);
-    }
-    return harness_log_contains(q.legbad->log_path, needle);
+    return harness_log_wait(q.legbad->log_path, needle, seconds * 1000);
 }
 
 /* Whether the domain's disk is this overlay: a restarted domain boots from the same disk. */

@@ -443,11 +443,6 @@ pid_t webdriver_pid(const WebDriver *driver)
     return driver->pid;
 }
 
-const char *webdriver_log_path(const WebDriver *driver)
-{
-    return driver->log_path;
-}
-
 /*
  * Whether pid is a live (not zombie) process that this driver started:
  * in chromedriver's process group, or a Chromium that names our profile

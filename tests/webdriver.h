@@ -59,9 +59,8 @@ int webdriver_type(WebDriver *driver, const char *text);
 /* The browser console messages logged since the last call, one a line; *ret_text malloc'd. */
 int webdriver_browser_log(WebDriver *driver, char **ret_text);
 
-/* chromedriver's pid, and its log (for a failure report). */
+/* chromedriver's pid. */
 pid_t webdriver_pid(const WebDriver *driver);
-const char *webdriver_log_path(const WebDriver *driver);
 
 /*
  * Deletes the session (Chromium quits), stops chromedriver and reaps it,
