@@ -51,7 +51,8 @@
  * The page: magenta everywhere, a green square in the middle. Any key
  * press turns it blue with a yellow square (colours far from the first
  * two on every channel that matters) and tells the page server which key
- * it was (GET /key?k=…).
+ * it was (GET /key?k=…); a mouse button pressed on it is reported as the
+ * key "mouse".
  */
 static const char page[] =
     "<!DOCTYPE html><html><head><title>legba test page</title><style>"
@@ -62,6 +63,8 @@ static const char page[] =
     "document.documentElement.style.background=document.body.style.background='#0000ff';"
     "document.getElementById('mark').style.background='#ffff00';"
     "fetch('/key?k='+encodeURIComponent(e.key)).catch(function(){});});"
+    "document.addEventListener('mousedown',function(){"
+    "fetch('/key?k=mouse').catch(function(){});});"
     "</script></body></html>";
 
 /* The page's colours before and after a key press. */
@@ -842,6 +845,52 @@ static void last_key(char ret[32])
     pthread_mutex_unlock(&b.lock);
 }
 
+/* Waits up to CHANGE_TIMEOUT_S for the guest's page to report `want`; how long it took. */
+static double wait_key(const char *want)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char key[32];
+    for (;;) {
+        last_key(key);
+        if (strcmp(key, want) == 0)
+            return seconds_since(&t0);
+        if (seconds_since(&t0) > CHANGE_TIMEOUT_S)
+            viewer_fail("the guest's page reported \"%s\", not \"%s\", within %d s", key, want,
+                        CHANGE_TIMEOUT_S);
+        sleep_ms(100);
+    }
+}
+
+/* POST …/{uuid}/{action}, which must answer 200. */
+static void instance_action(const char *uuid, const char *action)
+{
+    char path[200];
+    HarnessResponse resp = {0};
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s/%s", b.org.uuid, uuid, action);
+    assert_int_equal(
+        harness_http(b.legbad->port, "POST", path, HARNESS_LIST(b.org.auth), NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    harness_response_done(&resp);
+}
+
+/* Waits up to 15 s for the viewer's state; how long it took. */
+static double wait_state(const char *want)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        char *state = page_string("return document.body.dataset.state || '';");
+        bool ok = state && strcmp(state, want) == 0;
+        free(state);
+        if (ok)
+            return seconds_since(&t0);
+        if (seconds_since(&t0) > 15)
+            viewer_fail("the viewer does not say \"%s\" within 15 s", want);
+        sleep_ms(200);
+    }
+}
+
 static void clear_last_key(void)
 {
     pthread_mutex_lock(&b.lock);
@@ -879,6 +928,7 @@ static void test_webdriver_local_page(void **state)
     wait_for_page("local page", viewer_picture, NULL, &at, w, h, false, 0.95);
 
     assert_int_equal(webdriver_click(b.driver, (int)w / 2, (int)h / 2), 0);
+    wait_key("mouse");
     assert_int_equal(webdriver_type(b.driver, "a"), 0);
     wait_for_page("local page, key pressed", viewer_picture, NULL, &at, w, h, true, 0.95);
     last_key(key);
@@ -926,8 +976,12 @@ static void test_chromium_through_access_url(void **state)
     Placement at = viewer_canvas(width, height, &cx, &cy);
     wait_for_page("viewer", viewer_picture, uuid, &at, width, height, false, 0.9);
 
-    /* The click gives noVNC the keyboard focus (and the guest's page, if it had not). */
+    /*
+     * The click gives noVNC the keyboard focus (and the guest's page, if it
+     * had not), and reaches the guest's page as a mouse button: the mouse works.
+     */
     assert_int_equal(webdriver_click(b.driver, cx, cy), 0);
+    fprintf(stderr, "it_browser: the guest's page saw the click %.1f s later\n", wait_key("mouse"));
     assert_int_equal(webdriver_type(b.driver, "a"), 0);
     wait_for_page("VM screen, key typed in the viewer", vm_picture, uuid, &unscaled, width, height,
                   true, 0.95);
@@ -935,6 +989,11 @@ static void test_chromium_through_access_url(void **state)
     last_key(key);
     fprintf(stderr, "it_browser: the guest's page reported key \"%s\"\n", key);
     assert_string_equal(key, "a");
+
+    /* A stopped VM: the viewer loses its console and says so. */
+    instance_action(uuid, "stop");
+    fprintf(stderr, "it_browser: the viewer said \"stopped\" %.1f s after the stop\n",
+            wait_state("stopped"));
 
     /*
      * Deleting the instance closes its console within a second, so the
