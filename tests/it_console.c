@@ -646,6 +646,81 @@ static void console_viewer_limit(void **state)
     harness_legbad_stop_free(&c.legbad);
 }
 
+/* The instance's status as GET answers it (malloc'd), or NULL when it is not found. */
+static char *instance_status(const char *uuid)
+{
+    char path[160];
+    HarnessResponse resp = {0};
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances/%s", c.org.uuid, uuid);
+    assert_int_equal(legbad_http("GET", path, HARNESS_LIST(c.org.auth), NULL, &resp), 0);
+    const char *status = resp.status == 200 ? harness_json_string(resp.json, "status") : NULL;
+    char *copy = status ? strdup(status) : NULL;
+    harness_response_done(&resp);
+    return copy;
+}
+
+/*
+ * idle_timeout: an open console keeps a running instance alive past it;
+ * once the last viewer leaves, the instance ends after idle_timeout.
+ */
+static void console_idle_timeout(void **state)
+{
+    enum { IDLE_S = 3, WATCHED_MS = 6000, END_BUDGET_MS = 10000 };
+    char conf[512];
+    snprintf(conf, sizeof(conf), "%s/idle.conf", c.dir);
+    FILE *f = fopen(conf, "we");
+    assert_non_null(f);
+    fprintf(f, "idle_timeout = %d\n", IDLE_S);
+    fclose(f);
+    harness_legbad_stop_free(&c.legbad);
+    assert_int_equal(start_legbad(conf, false), 0);
+
+    HarnessConsole con;
+    console_create(&con);
+    console_login(&con);
+    Stream *s = ws_open_ok(&con);
+    char version[13] = {0};
+    stream_read(s, version, 12, RFB_TIMEOUT_MS);
+    assert_string_equal(version, "RFB 003.008\n");
+
+    /* Watched for twice idle_timeout: still running. */
+    long long start = harness_now_ms();
+    while (harness_now_ms() - start < WATCHED_MS) {
+        char *status = instance_status(con.uuid);
+        if (!status || strcmp(status, "running") != 0)
+            fail_msg("instance %s is %s after %lld ms with a viewer attached (idle_timeout %d s)",
+                     con.uuid, status ? status : "gone", harness_now_ms() - start, IDLE_S);
+        free(status);
+        usleep(500 * 1000);
+    }
+
+    /* The viewer leaves as a browser does; then the instance ends. */
+    assert_int_equal(harness_ws_send(s->ws, HARNESS_WS_CLOSE, (uint8_t[]){0x03, 0xe8}, 2), 0);
+    expect_close(s, 5000, 0);
+    stream_close(s);
+    long long left = harness_now_ms();
+    char *status = NULL;
+    for (;;) {
+        free(status);
+        status = instance_status(con.uuid);
+        if (status && strcmp(status, "terminated") == 0)
+            break;
+        if (harness_now_ms() - left > END_BUDGET_MS)
+            fail_msg("instance %s is %s %lld ms after its last viewer left (idle_timeout %d s)",
+                     con.uuid, status ? status : "gone", harness_now_ms() - left, IDLE_S);
+        usleep(250 * 1000);
+    }
+    free(status);
+    long long ended = harness_now_ms() - left;
+    print_message("idle_timeout %d s: running through %d ms with a viewer, terminated %lld ms "
+                  "after it left\n",
+                  IDLE_S, WATCHED_MS, ended);
+    assert_true(ended >= (IDLE_S - 1) * 1000);
+
+    console_delete(con.uuid);
+    harness_legbad_stop_free(&c.legbad);
+}
+
 /* On a running instance: only its own cookie, from its own origin, opens it. */
 static void console_refusals(void **state)
 {
@@ -864,6 +939,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(console_bad_frames, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(console_delete_closes, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(console_viewer_limit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(console_idle_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(console_tls, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("it_console", tests, group_setup, group_teardown);
