@@ -534,8 +534,55 @@ static void instance_new_access(Api *api, const Route *route, HttpResponse *resp
     http_response_json(response, 200, instance_to_json(api, &instance, secret));
 }
 
+/*
+ * Teardowns of one instance take turns: an expiry (janitor) and a DELETE of
+ * the same instance may overlap, and libvirt fails the second destroy of a
+ * domain that the first is still destroying. The waiter then finds the
+ * domain and disk gone, which is success. Each claim lives on its owner's
+ * stack, so the list holds at most one entry per running teardown.
+ */
+typedef struct TeardownClaim {
+    const char *instance_uuid;
+    struct TeardownClaim *next;
+} TeardownClaim;
+
+static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t teardown_done = PTHREAD_COND_INITIALIZER;
+static TeardownClaim *teardown_claims;
+
+static bool teardown_claimed(const char *instance_uuid)
+{
+    for (const TeardownClaim *c = teardown_claims; c; c = c->next)
+        if (strcmp(c->instance_uuid, instance_uuid) == 0)
+            return true;
+    return false;
+}
+
+static void teardown_claim(TeardownClaim *claim)
+{
+    pthread_mutex_lock(&teardown_lock);
+    while (teardown_claimed(claim->instance_uuid))
+        pthread_cond_wait(&teardown_done, &teardown_lock);
+    claim->next = teardown_claims;
+    teardown_claims = claim;
+    pthread_mutex_unlock(&teardown_lock);
+}
+
+static void teardown_release(TeardownClaim *claim)
+{
+    pthread_mutex_lock(&teardown_lock);
+    for (TeardownClaim **p = &teardown_claims; *p; p = &(*p)->next) {
+        if (*p == claim) {
+            *p = claim->next;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&teardown_done);
+    pthread_mutex_unlock(&teardown_lock);
+}
+
 /* Domain, then disk: an overlay left behind means the teardown did not finish. */
-static int teardown(Api *api, const char *instance_uuid)
+static int teardown_steps(Api *api, const char *instance_uuid)
 {
     /* Nobody watches a browser that is going away; its URL already answers 404. */
     console_relay_revoke(api->viewer->relay, instance_uuid);
@@ -554,6 +601,15 @@ static int teardown(Api *api, const char *instance_uuid)
         return -EIO;
     }
     return 0;
+}
+
+static int teardown(Api *api, const char *instance_uuid)
+{
+    TeardownClaim claim = {.instance_uuid = instance_uuid};
+    teardown_claim(&claim);
+    int r = teardown_steps(api, instance_uuid);
+    teardown_release(&claim);
+    return r;
 }
 
 int api_instance_destroy(Api *api, const char *instance_uuid, bool keep_record, const char *why)
