@@ -11,6 +11,7 @@
 #include "api_request.h"
 #include "auth.h"
 #include "disk.h"
+#include "egress.h"
 #include "log.h"
 #include "route.h"
 #include "util.h"
@@ -81,7 +82,11 @@ static cJSON *instance_to_json(const Api *api, const StoreInstance *instance, co
         !(instance->ready_at ? cJSON_AddStringToObject(json, "ready_at", ready)
                              : cJSON_AddNullToObject(json, "ready_at")) ||
         !(instance->expires_at ? cJSON_AddStringToObject(json, "expires_at", expires)
-                               : cJSON_AddNullToObject(json, "expires_at"))) {
+                               : cJSON_AddNullToObject(json, "expires_at")) ||
+        !cJSON_AddStringToObject(json, "network",
+                                 instance->network[0] ? instance->network : "none") ||
+        !cJSON_AddStringToObject(json, "clipboard",
+                                 instance->clipboard[0] ? instance->clipboard : "none")) {
         cJSON_Delete(json);
         return NULL;
     }
@@ -131,6 +136,11 @@ static int render_domain(const Api *api, const StoreInstance *instance, const Im
     virt_domain_name(instance->uuid, name);
     util_format_iso8601(instance->created_at, created);
     bool kernel = image->boot == IMAGE_BOOT_KERNEL;
+    _cleanup_free_ char *netdev = NULL;
+    int r = egress_netdev(instance->network[0] ? instance->network : "none",
+                          api->config->guest_forward, &netdev);
+    if (r < 0)
+        return r;
     const TemplateVar vars[] = {
         {"name", name},
         {"install_id", api->install_id},
@@ -146,7 +156,7 @@ static int render_domain(const Api *api, const StoreInstance *instance, const Im
         {"kernel", kernel ? image->kernel_path : NULL},
         {"initrd", kernel ? image->initrd_path : NULL},
         {"cmdline", kernel ? image->cmdline : NULL},
-        {"guest_forward", api->config->guest_forward},
+        {"netdev", netdev},
         {"disk_sata", image->disk_sata ? "1" : NULL},
         {"uefi", image->uefi ? "1" : NULL},
     };
@@ -177,6 +187,36 @@ unsigned api_check_catalog(const Api *api)
         }
     }
     return failures;
+}
+
+/*
+ * The network an org's new instance gets: the org's own mode, else the
+ * config's. Egress without its rules in place is refused, never granted
+ * open: 503 until an operator fixes the host.
+ */
+static int network_mode(const Api *api, const char *org_uuid, char ret_mode[STORE_MODE_MAX + 1],
+                        HttpResponse *response)
+{
+    StoreOrg org;
+    int r = store_org_get(api->store, org_uuid, &org);
+    if (r < 0) {
+        log_error("org %s: cannot read its record: %s", org_uuid, strerror(-r));
+        internal_error(response);
+        return r;
+    }
+    snprintf(ret_mode, STORE_MODE_MAX + 1, "%s",
+             org.network[0] ? org.network : api->config->network);
+    if (strcmp(ret_mode, "egress") == 0 && !api->egress_ready) {
+        log_error("org %s: refusing a create in network mode egress: the egress rules are not "
+                  "installed (see the log at start)",
+                  org_uuid);
+        response->retry_after = 60;
+        http_response_error(response, 503, "network_unavailable",
+                            "this host cannot confine guest network traffic right now; see the "
+                            "server log");
+        return -EHOSTUNREACH;
+    }
+    return 0;
 }
 
 /* Undo of a create that got as far as the record (and maybe the disk). */
@@ -331,6 +371,9 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     snprintf(instance.size, sizeof(instance.size), "%s", body.size);
     if (body.start_url)
         snprintf(instance.start_url, sizeof(instance.start_url), "%s", body.start_url);
+    snprintf(instance.clipboard, sizeof(instance.clipboard), "%s", body.clipboard);
+    if (network_mode(api, org_uuid, instance.network, response) < 0)
+        goto cleanup;
     unsigned max = api->config->instance_timeout_max;
     if (body.timeout_seconds > (long long)max) {
         http_response_error(response, 400, "invalid_timeout",
@@ -593,6 +636,12 @@ static int teardown_steps(Api *api, const char *instance_uuid)
         log_error("instance %s: cannot remove domain: %s", instance_uuid,
                   error ? error : strerror(-r));
         return -EAGAIN;
+    }
+    /* The QEMU log holds what the guest made QEMU print: it goes with the guest. */
+    r = virt_domain_log_remove(api->virt, instance_uuid);
+    if (r < 0) {
+        log_error("instance %s: cannot remove its QEMU log: %s", instance_uuid, strerror(-r));
+        return -EIO; /* the disk stays, so the janitor finishes this later */
     }
     _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance_uuid);
     r = overlay ? disk_overlay_remove(overlay) : -ENOMEM;

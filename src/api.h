@@ -27,6 +27,7 @@ typedef struct {
     AgentHub *agents;        /* NULL: nobody waits for guests to report ready */
     Viewer *viewer;          /* the console routes, and the base of access URLs */
     int64_t host_memory_mib; /* the host's RAM, for memory_overcommit_percent; 0 = unknown */
+    bool egress_ready;       /* the egress rules are in place: network "egress" may be used */
 } Api;
 
 /*

@@ -139,7 +139,10 @@ out:
 }
 
 /* The fields a create request may carry; anything else is refused, not ignored. */
-static const char *const create_fields[] = {"image", "size", "start_url", "timeout_seconds"};
+static const char *const create_fields[] = {"image", "size", "start_url", "timeout_seconds",
+                                            "clipboard"};
+/* What may cross between the user and the VM's clipboard; the first is the default. */
+static const char *const clipboard_modes[] = {"none", "to_vm", "both"};
 
 /* A whole number of seconds from 1 to API_TIMEOUT_MAX; a JSON number holds it exactly. */
 static int timeout_value(const cJSON *item, long long *ret, ApiError *ret_error)
@@ -246,7 +249,7 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
 {
     cJSON *root = NULL;
     int r = parse_object(body, len, create_fields, ARRAY_SIZE(create_fields),
-                         "image, size, start_url, timeout_seconds", &root, ret_error);
+                         "image, size, start_url, timeout_seconds, clipboard", &root, ret_error);
     if (r < 0)
         return r;
 
@@ -288,6 +291,20 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
             goto cleanup;
     }
 
+    const char *clipboard = clipboard_modes[0];
+    const cJSON *cb = cJSON_GetObjectItemCaseSensitive(root, "clipboard");
+    if (cb && !cJSON_IsNull(cb)) {
+        clipboard = NULL;
+        for (size_t i = 0; cJSON_IsString(cb) && i < ARRAY_SIZE(clipboard_modes); i++)
+            if (strcmp(cb->valuestring, clipboard_modes[i]) == 0)
+                clipboard = clipboard_modes[i];
+        if (!clipboard) {
+            r = fail(ret_error, "invalid_clipboard",
+                     "field 'clipboard' must be \"none\", \"to_vm\" or \"both\"");
+            goto cleanup;
+        }
+    }
+
     char *image_copy = strdup(image->valuestring);
     char *size_copy = strdup(size->valuestring);
     char *url_copy = cJSON_IsString(url) ? strdup(url->valuestring) : NULL;
@@ -305,6 +322,7 @@ int api_create_request_parse(const char *body, size_t len, ApiCreateRequest *ret
     ret_request->size = size_copy;
     ret_request->start_url = url_copy;
     ret_request->timeout_seconds = timeout;
+    ret_request->clipboard = clipboard;
 
 cleanup:
     cJSON_Delete(root);

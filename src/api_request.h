@@ -24,6 +24,7 @@ typedef struct {
     char *size;
     char *start_url;           /* NULL when not given */
     long long timeout_seconds; /* 0 when not given, else 1..API_TIMEOUT_MAX */
+    const char *clipboard;     /* "none" (also when not given), "to_vm" or "both"; static */
 } ApiCreateRequest;
 
 /* True for "application/json", any case, optionally followed by parameters. */

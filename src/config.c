@@ -32,6 +32,9 @@ typedef enum {
     CONFIG_LOOPBACK,      /* "" or "127.x.y.z:PORT": an endpoint on this host's loopback only */
     CONFIG_OPTIONAL_PATH, /* "" or an absolute path */
     CONFIG_ORIGINS,       /* "" or space-separated http(s)://host[:port] */
+    CONFIG_CHOICE,        /* one of the key's choices, kept as text */
+    CONFIG_ENDPOINTS,     /* "" or space-separated IPV4:PORT, at most CONFIG_ENDPOINTS_MAX */
+    CONFIG_BOOL,          /* yes or no */
 } ConfigType;
 
 typedef struct {
@@ -41,6 +44,15 @@ typedef struct {
     unsigned min, max; /* CONFIG_UNSIGNED only */
     const char *doc;   /* the accepted values, as error messages quote them */
 } ConfigKey;
+
+/* The values of each CONFIG_CHOICE key, NULL-terminated. */
+static const struct {
+    const char *key;
+    const char *choices[3];
+} config_choices[] = {
+    {"network", {"none", "egress", NULL}},
+    {"egress_destinations", {"public", "allowed", NULL}},
+};
 
 #define FIELD(f) offsetof(Config, f)
 
@@ -86,13 +98,29 @@ static const ConfigKey config_keys[] = {
      "a number of seconds from 0 to 2592000"},
     {"guest_forward", CONFIG_LOOPBACK, FIELD(guest_forward), 0, 0,
      "empty, or 127.X.Y.Z:PORT (a loopback address and a port 1..65535)"},
+    {"network", CONFIG_CHOICE, FIELD(network), 0, 0, "none or egress"},
+    {"egress_destinations", CONFIG_CHOICE, FIELD(egress_destinations), 0, 0, "public or allowed"},
+    {"egress_allow", CONFIG_ENDPOINTS, FIELD(egress_allow), 0, 0,
+     "empty, or up to 16 space-separated IPV4:PORT (numeric address, port 1..65535)"},
+    {"allow_unsafe_host", CONFIG_BOOL, FIELD(allow_unsafe_host), 0, 0, "yes or no"},
 };
 
 /* Every heap string in a Config, so free and copy cannot miss one. */
 static const size_t config_strings[] = {
-    FIELD(listen_address), FIELD(libvirt_uri), FIELD(data_dir),        FIELD(images_dir),
-    FIELD(domains_dir),    FIELD(public_url),  FIELD(guest_forward),   FIELD(novnc_dir),
-    FIELD(tls_cert),       FIELD(tls_key),     FIELD(console_origins),
+    FIELD(listen_address),
+    FIELD(libvirt_uri),
+    FIELD(data_dir),
+    FIELD(images_dir),
+    FIELD(domains_dir),
+    FIELD(public_url),
+    FIELD(guest_forward),
+    FIELD(novnc_dir),
+    FIELD(tls_cert),
+    FIELD(tls_key),
+    FIELD(console_origins),
+    FIELD(network),
+    FIELD(egress_destinations),
+    FIELD(egress_allow),
 };
 
 static const char *const accel_names[] = {
@@ -146,6 +174,9 @@ int config_init(Config *config)
         {FIELD(tls_cert), ""},
         {FIELD(tls_key), ""},
         {FIELD(console_origins), ""},
+        {FIELD(network), "none"},
+        {FIELD(egress_destinations), "public"},
+        {FIELD(egress_allow), ""},
     };
 
     Config c = {
@@ -432,6 +463,55 @@ static int parse_origins(const char *text, char **ret)
     return 0;
 }
 
+int config_endpoint_parse(const char *text, size_t len, uint32_t *ret_address, uint16_t *ret_port)
+{
+    char buf[INET_ADDRSTRLEN + 6 + 1];
+    if (len >= sizeof(buf))
+        return -EINVAL;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    char *colon = strchr(buf, ':');
+    if (!colon || strspn(buf, "0123456789.:") != len)
+        return -EINVAL;
+    *colon = '\0';
+    struct in_addr addr;
+    unsigned port;
+    if (inet_pton(AF_INET, buf, &addr) != 1 || parse_unsigned(colon + 1, 1, 65535, &port) < 0)
+        return -EINVAL;
+    *ret_address = ntohl(addr.s_addr);
+    *ret_port = (uint16_t)port;
+    return 0;
+}
+
+/* Space-separated endpoints, each checked, joined by single spaces. */
+static int parse_endpoints(const char *text, char **ret)
+{
+    char *copy = malloc(strlen(text) + 1);
+    if (!copy)
+        return -ENOMEM;
+    size_t o = 0, count = 0;
+    for (const char *p = text; *p;) {
+        p += strspn(p, " ");
+        size_t n = strcspn(p, " ");
+        if (n == 0)
+            break;
+        uint32_t address;
+        uint16_t port;
+        if (++count > CONFIG_ENDPOINTS_MAX || config_endpoint_parse(p, n, &address, &port) < 0) {
+            free(copy);
+            return -EINVAL;
+        }
+        if (o > 0)
+            copy[o++] = ' ';
+        memcpy(copy + o, p, n);
+        o += n;
+        p += n;
+    }
+    copy[o] = '\0';
+    *ret = copy;
+    return 0;
+}
+
 /* Parses into locals and stores only on success: a rejected value leaves the config as it was. */
 static int config_apply(Config *config, const ConfigKey *k, const char *value)
 {
@@ -457,6 +537,18 @@ static int config_apply(Config *config, const ConfigKey *k, const char *value)
     case CONFIG_ORIGINS:
         r = parse_origins(value, &text);
         break;
+    case CONFIG_ENDPOINTS:
+        r = parse_endpoints(value, &text);
+        break;
+    case CONFIG_CHOICE:
+        r = -EINVAL;
+        for (size_t c = 0; c < ARRAY_SIZE(config_choices); c++)
+            for (size_t i = 0; strcmp(config_choices[c].key, k->key) == 0 &&
+                               config_choices[c].choices[i] && r == -EINVAL;
+                 i++)
+                if (strcmp(value, config_choices[c].choices[i]) == 0)
+                    r = util_strdup(value, &text);
+        break;
     case CONFIG_UNSIGNED: {
         unsigned v;
         r = parse_unsigned(value, k->min, k->max, &v);
@@ -472,6 +564,11 @@ static int config_apply(Config *config, const ConfigKey *k, const char *value)
             }
         }
         return -EINVAL;
+    case CONFIG_BOOL:
+        if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
+            return -EINVAL;
+        *(bool *)((char *)config + k->offset) = strcmp(value, "yes") == 0;
+        return 0;
     case CONFIG_LOG_LEVEL: {
         LogLevel level;
         r = log_level_parse(value, &level);

@@ -4,6 +4,8 @@
  */
 #pragma once
 
+#include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "log.h"
@@ -38,6 +40,18 @@ typedef struct {
      * way out is http://10.0.2.100:80/ forwarded to this loopback endpoint.
      */
     char *guest_forward;
+    /*
+     * The guests' network, unless an org sets its own (legbactl org network):
+     * "none" (no interface) or "egress" (user-mode networking whose traffic
+     * the host's firewall confines: src/egress.h). In egress mode
+     * egress_destinations "public" lets guests reach public addresses, and
+     * "allowed" only egress_allow: space-separated IPV4:PORT, reachable even
+     * where the deny list would refuse them (127.0.0.1:P is the host's
+     * loopback, which guests see as 10.0.2.2:P).
+     */
+    char *network;
+    char *egress_destinations;
+    char *egress_allow;
     AccelMode accel;
     LogLevel log_level;
     unsigned max_connections;        /* 256 */
@@ -51,7 +65,14 @@ typedef struct {
     unsigned instance_timeout_max; /* 86400 */
     unsigned idle_timeout;         /* no viewer for this long ends a running instance; 0 = never */
     unsigned terminated_retention; /* how long an expired instance still shows; 3600 */
+    /* Start even when a host check finds QEMU unsafe (as root, no seccomp); false. */
+    bool allow_unsafe_host;
 } Config;
+
+#define CONFIG_ENDPOINTS_MAX 16
+
+/* One "IPV4:PORT" of len bytes (numeric): the address in host order. -EINVAL. */
+int config_endpoint_parse(const char *text, size_t len, uint32_t *ret_address, uint16_t *ret_port);
 
 /* Fills defaults. 0 or -ENOMEM. */
 int config_init(Config *config);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "rfb.h"
 #include "util.h"
 #include "ws.h"
 
@@ -28,10 +29,15 @@
  */
 #define CONSOLE_BUFFER_CAP (CONSOLE_BUFFER_HIGH + CONSOLE_MESSAGE_MAX + CONSOLE_FRAME_PAYLOAD_MAX)
 
-/* Bytes waiting to be written to one side; grows on demand up to CONSOLE_BUFFER_CAP. */
+/*
+ * Bytes waiting to be written to one side; grows on demand up to
+ * CONSOLE_BUFFER_CAP. The last `held` bytes are not to be written yet: the
+ * start of an RFB unit the filter must see whole before it lets it go.
+ */
 typedef struct {
     uint8_t *data;
     size_t start, end, cap;
+    size_t held;
 } Buffer;
 
 typedef struct Session Session;
@@ -49,6 +55,16 @@ struct Session {
     Side ws, vnc;
     WsParser *parser;
     Buffer to_ws, to_vnc;
+    /*
+     * The clipboard setting's filter; NULL when everything passes. What it
+     * holds of the VNC stream waits here (to_ws has no room for it: frames
+     * are built in place), and goes in front of the next read.
+     */
+    ConsoleClipboard clipboard;
+    RfbFilter *rfb;
+    uint8_t vnc_held[RFB_HOLD_MAX];
+    size_t vnc_held_len;
+    bool logged_viewer_drop, logged_vm_drop;
     /*
      * The closing handshake: once our close frame is queued nothing more is
      * relayed; the session ends when the viewer's close arrives (or it
@@ -99,6 +115,12 @@ static size_t buffer_len(const Buffer *b)
     return b->end - b->start;
 }
 
+/* What may be written now. */
+static size_t buffer_ready(const Buffer *b)
+{
+    return b->end - b->start - b->held;
+}
+
 /* Room for len more bytes at the end (*ret_at); -ENOBUFS past the cap, -ENOMEM. */
 static int buffer_reserve(Buffer *b, size_t len, uint8_t **ret_at)
 {
@@ -142,8 +164,8 @@ static int buffer_append(Buffer *b, const void *data, size_t len)
 /* Writes what the socket takes. 0 (maybe partly written), or -errno when the peer is gone. */
 static int buffer_flush(Buffer *b, int fd)
 {
-    while (buffer_len(b) > 0) {
-        ssize_t n = send(fd, b->data + b->start, buffer_len(b), MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (buffer_ready(b) > 0) {
+        ssize_t n = send(fd, b->data + b->start, buffer_ready(b), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -153,7 +175,8 @@ static int buffer_flush(Buffer *b, int fd)
         }
         b->start += (size_t)n;
     }
-    b->start = b->end = 0;
+    if (b->held == 0)
+        b->start = b->end = 0;
     return 0;
 }
 
@@ -263,6 +286,7 @@ static void session_free(Session *s)
     if (!s)
         return;
     ws_parser_free(s->parser);
+    rfb_filter_free(s->rfb);
     free(s->to_ws.data);
     free(s->to_vnc.data);
     free(s);
@@ -334,11 +358,11 @@ static int session_update_events(ConsoleRelay *relay, Session *s)
     uint32_t ws = 0, vnc = 0;
     if (s->closing ? !s->peer_closed : buffer_len(&s->to_vnc) < CONSOLE_BUFFER_HIGH)
         ws |= EPOLLIN;
-    if (buffer_len(&s->to_ws) > 0)
+    if (buffer_ready(&s->to_ws) > 0)
         ws |= EPOLLOUT;
     if (!s->closing && buffer_len(&s->to_ws) < CONSOLE_BUFFER_HIGH)
         vnc |= EPOLLIN;
-    if (!s->closing && buffer_len(&s->to_vnc) > 0)
+    if (!s->closing && buffer_ready(&s->to_vnc) > 0)
         vnc |= EPOLLOUT;
 
     Side *sides[] = {&s->ws, &s->vnc};
@@ -354,11 +378,40 @@ static int session_update_events(ConsoleRelay *relay, Session *s)
     return 0;
 }
 
+static const char *clipboard_name(ConsoleClipboard clipboard)
+{
+    switch (clipboard) {
+    case CONSOLE_CLIPBOARD_TO_VM:
+        return "to_vm";
+    case CONSOLE_CLIPBOARD_BOTH:
+        return "both";
+    default:
+        return "none";
+    }
+}
+
+/* The first cut text the filter dropped each way is worth a line; the text never is. */
+static void session_note_drops(Session *s)
+{
+    if (!s->logged_viewer_drop && rfb_filter_cut_texts_dropped(s->rfb, RFB_CLIENT) > 0) {
+        s->logged_viewer_drop = true;
+        log_info("instance %s: clipboard text from the viewer dropped (clipboard %s)",
+                 s->instance_uuid, clipboard_name(s->clipboard));
+    }
+    if (!s->logged_vm_drop && rfb_filter_cut_texts_dropped(s->rfb, RFB_SERVER) > 0) {
+        s->logged_vm_drop = true;
+        log_info("instance %s: clipboard text from the virtual machine dropped (clipboard %s)",
+                 s->instance_uuid, clipboard_name(s->clipboard));
+    }
+}
+
 /*
  * Frames what VNC sent. The payload is read straight into the viewer's
  * buffer behind room for the header: at most 0xffff bytes, so the header
  * takes 4 bytes, or 2 for a payload under 126 (moved up by 2, a few bytes).
- * -errno or 1 when VNC closed.
+ * A filter runs over it in place: what it drops is squeezed out, and the
+ * start of a unit it needs whole waits in vnc_held for the next read.
+ * -errno, -EBADMSG when the filter refuses the stream, or 1 when VNC closed.
  */
 static int session_read_vnc(Session *s)
 {
@@ -367,19 +420,65 @@ static int session_read_vnc(Session *s)
     int r = buffer_reserve(&s->to_ws, HEADER + CONSOLE_FRAME_PAYLOAD_MAX, &at);
     if (r < 0)
         return r;
-    ssize_t n = recv(s->vnc.fd, at + HEADER, CONSOLE_FRAME_PAYLOAD_MAX, MSG_DONTWAIT);
+    uint8_t *payload = at + HEADER;
+    size_t carried = s->vnc_held_len;
+    memcpy(payload, s->vnc_held, carried);
+    ssize_t n =
+        recv(s->vnc.fd, payload + carried, CONSOLE_FRAME_PAYLOAD_MAX - carried, MSG_DONTWAIT);
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
     if (n == 0)
         return 1;
+    size_t len = carried + (size_t)n;
+    if (s->rfb) {
+        size_t held;
+        r = rfb_filter_feed(s->rfb, RFB_SERVER, payload, len, &len, &held);
+        if (r < 0)
+            return r;
+        memcpy(s->vnc_held, payload + len, held);
+        s->vnc_held_len = held;
+        session_note_drops(s);
+        if (len == 0)
+            return 0;
+    }
     uint8_t header[WS_FRAME_HEADER_MAX];
-    int hl = ws_frame_header(WS_OPCODE_BINARY, true, (uint64_t)n, header);
+    int hl = ws_frame_header(WS_OPCODE_BINARY, true, (uint64_t)len, header);
     if (hl < 0)
         return hl;
     if (hl < HEADER)
-        memmove(at + hl, at + HEADER, (size_t)n);
+        memmove(at + hl, payload, len);
     memcpy(at, header, (size_t)hl);
-    s->to_ws.end += (size_t)hl + (size_t)n;
+    s->to_ws.end += (size_t)hl + len;
+    return 0;
+}
+
+/*
+ * Runs the filter over the viewer's bytes just appended to to_vnc, behind
+ * what it held from before: dropped spans are squeezed out in place, and
+ * the start of an unfinished unit stays held. A refused stream closes the
+ * console; nothing of the message that broke it reaches VNC.
+ */
+static int session_filter_viewer(Session *s, size_t appended)
+{
+    Buffer *b = &s->to_vnc;
+    size_t len = b->held + appended;
+    if (len == 0)
+        return 0;
+    uint8_t *at = b->data + b->end - len;
+    size_t kept, held;
+    int r = rfb_filter_feed(s->rfb, RFB_CLIENT, at, len, &kept, &held);
+    if (r < 0) {
+        log_warn("instance %s: console closed: the viewer sent RFB the relay refuses: %s",
+                 s->instance_uuid, rfb_filter_error(s->rfb));
+        b->end -= len;
+        b->held = 0;
+        session_close(s, CONSOLE_CLOSE_RFB_REFUSED,
+                      "the console refused a message from the viewer");
+        return 0;
+    }
+    b->end = (size_t)(at - b->data) + kept + held;
+    b->held = held;
+    session_note_drops(s);
     return 0;
 }
 
@@ -394,8 +493,12 @@ static int session_message(Session *s, const WsEvent *event)
         return 0;
     }
     switch (event->opcode) {
-    case WS_OPCODE_BINARY:
-        return buffer_append(&s->to_vnc, event->data, event->len);
+    case WS_OPCODE_BINARY: {
+        int r = buffer_append(&s->to_vnc, event->data, event->len);
+        if (r < 0 || !s->rfb)
+            return r;
+        return session_filter_viewer(s, event->len);
+    }
     case WS_OPCODE_PING:
         if (ws_frame_control(WS_OPCODE_PONG, event->data, event->len, frame, &len) < 0)
             return -EINVAL;
@@ -490,8 +593,18 @@ static void session_on_event(ConsoleRelay *relay, Side *side, uint32_t events)
             gone = r == 1 || r == -ECONNRESET;
             if (gone)
                 r = 0;
+            if (r == -EBADMSG) {
+                log_warn("instance %s: console closed: the virtual machine's console sent RFB the "
+                         "relay refuses: %s",
+                         s->instance_uuid, rfb_filter_error(s->rfb));
+                session_drop_vnc(relay, s);
+                session_close(s, CONSOLE_CLOSE_RFB_REFUSED,
+                              "the console refused what the virtual machine sent");
+                r = 0;
+            }
         }
-        if (r == 0 && !gone && (events & EPOLLOUT) && buffer_flush(&s->to_vnc, s->vnc.fd) < 0)
+        if (r == 0 && !gone && s->vnc.fd >= 0 && (events & EPOLLOUT) &&
+            buffer_flush(&s->to_vnc, s->vnc.fd) < 0)
             gone = true;
         if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
             gone = true;
@@ -638,8 +751,8 @@ static void *relay_main(void *data)
 /* ---- the public side ---- */
 
 int console_relay_attach(ConsoleRelay *relay, const char *instance_uuid, int ws_fd,
-                         const void *pending, size_t pending_len, int vnc_fd, ConsoleDoneFn done,
-                         void *done_data)
+                         const void *pending, size_t pending_len, int vnc_fd,
+                         ConsoleClipboard clipboard, ConsoleDoneFn done, void *done_data)
 {
     int r;
     Session *s = calloc(1, sizeof(*s));
@@ -654,6 +767,22 @@ int console_relay_attach(ConsoleRelay *relay, const char *instance_uuid, int ws_
     s->done = done;
     s->done_data = done_data;
     r = ws_parser_new(CONSOLE_MESSAGE_MAX, CONSOLE_MESSAGE_MAX, &s->parser);
+    if (r < 0)
+        goto fail;
+    s->clipboard = clipboard;
+    switch (clipboard) {
+    case CONSOLE_CLIPBOARD_NONE:
+        r = rfb_filter_new(RFB_CLIPBOARD_NONE, CONSOLE_MESSAGE_MAX, &s->rfb);
+        break;
+    case CONSOLE_CLIPBOARD_TO_VM:
+        r = rfb_filter_new(RFB_CLIPBOARD_TO_VM, CONSOLE_MESSAGE_MAX, &s->rfb);
+        break;
+    case CONSOLE_CLIPBOARD_BOTH:
+        break; /* nothing to take out: RFB passes unread, as fast as it comes */
+    default:
+        r = -EINVAL;
+        break;
+    }
     if (r < 0)
         goto fail;
     if (fcntl(ws_fd, F_SETFL, fcntl(ws_fd, F_GETFL) | O_NONBLOCK) < 0 ||

@@ -32,6 +32,22 @@
 typedef struct ConsoleRelay ConsoleRelay;
 
 /*
+ * What the console lets cross between the viewer's clipboard and the VM's,
+ * enforced on the RFB stream itself (src/rfb.h), not by the page.
+ */
+typedef enum {
+    CONSOLE_CLIPBOARD_NONE,  /* nothing either way */
+    CONSOLE_CLIPBOARD_TO_VM, /* text pasted in the viewer reaches the VM; nothing comes out */
+    CONSOLE_CLIPBOARD_BOTH,  /* both ways: the relay passes RFB through unread */
+} ConsoleClipboard;
+
+/*
+ * Close code when the viewer or the VM sends RFB the relay refuses to pass
+ * (malformed, or nothing it can frame): 1008, policy violation.
+ */
+#define CONSOLE_CLOSE_RFB_REFUSED 1008
+
+/*
  * Called on the relay's thread when it no longer needs a viewer's socket
  * (the session ended for any reason): the HTTP layer closes it. Never
  * called twice for one session.
@@ -63,12 +79,16 @@ void console_relay_release(ConsoleRelay *relay, const char *instance_uuid);
  * upgraded socket; the relay never closes it, done(done_data) gives it
  * back), pending (bytes the HTTP layer read past the handshake; copied),
  * and vnc_fd (owned by the relay from here, closed when the session ends).
- * Always consumes the slot; on failure (-ENOMEM, -ESHUTDOWN, -errno) the
- * relay has already closed vnc_fd and called done.
+ * clipboard is the instance's setting: unless BOTH, the relay parses RFB
+ * both ways, drops the cut text the setting forbids (logged once per
+ * console, never the text) and closes the console with
+ * CONSOLE_CLOSE_RFB_REFUSED when either side sends what it cannot frame.
+ * Always consumes the slot; on failure (-EINVAL, -ENOMEM, -ESHUTDOWN,
+ * -errno) the relay has already closed vnc_fd and called done.
  */
 int console_relay_attach(ConsoleRelay *relay, const char *instance_uuid, int ws_fd,
-                         const void *pending, size_t pending_len, int vnc_fd, ConsoleDoneFn done,
-                         void *done_data);
+                         const void *pending, size_t pending_len, int vnc_fd,
+                         ConsoleClipboard clipboard, ConsoleDoneFn done, void *done_data);
 
 /*
  * Closes the instance's consoles: each viewer gets a close frame

@@ -202,7 +202,9 @@ static cJSON *org_to_json(const void *item)
         !(quota = cJSON_AddObjectToObject(json, "quota")) ||
         !add_limit(quota, "instances", org->quota.instances) ||
         !add_limit(quota, "vcpus", org->quota.vcpus) ||
-        !add_limit(quota, "memory_mib", org->quota.memory_mib))
+        !add_limit(quota, "memory_mib", org->quota.memory_mib) ||
+        !(org->network[0] ? cJSON_AddStringToObject(json, "network", org->network)
+                          : cJSON_AddNullToObject(json, "network")))
         return NULL;
     return TAKE_PTR(json);
 }
@@ -313,6 +315,29 @@ static int run_org_quota(Store *store, const Args *args, cJSON **ret_output)
     return 0;
 }
 
+static const char *check_network(const char *mode)
+{
+    if (strcmp(mode, "none") == 0 || strcmp(mode, "egress") == 0 || strcmp(mode, "default") == 0)
+        return NULL;
+    return "must be none, egress or default";
+}
+
+static int run_org_network(Store *store, const Args *args, cJSON **ret_output)
+{
+    StoreOrg org;
+    const char *mode = strcmp(args->operand, "default") == 0 ? "" : args->operand;
+    int r = store_org_set_network(store, args->org, mode, &org);
+    if (r == -ENOENT)
+        return fail("no org with uuid %s", args->org);
+    if (r < 0)
+        return fail("cannot set the network of org %s: %s", args->org, store_strerror(r));
+    cJSON *json = org_to_json(&org);
+    if (!json)
+        return fail("out of memory");
+    *ret_output = json;
+    return 0;
+}
+
 /* A list narrowed to an org that does not exist is a mistake, not an empty list. */
 static int require_org(Store *store, const char *org_uuid)
 {
@@ -404,8 +429,16 @@ static const Command commands[] = {
      "have not ended: --instances N, --vcpus N, --memory-mib N (0 removes a\n"
      "limit; a limit not given stays as it was). A create past one answers 429.\n\n"
      "Prints the org: {\"org_uuid\",\"name\",\"created_at\",\"quota\":{\"instances\",\n"
-     "\"vcpus\",\"memory_mib\"}} (null: no limit).\n",
+     "\"vcpus\",\"memory_mib\"},\"network\"} (null: no limit; the config's network).\n",
      true},
+    {"org", "network", "MODE", ORG_REQUIRED, check_network, run_org_network,
+     "set the network mode of an org's new instances",
+     "Sets the network of the org's instances created from now on: none (no\n"
+     "network interface), egress (the public internet only, as the egress\n"
+     "settings of legbad's config confine it), or default (the config's\n"
+     "network setting).\n\n"
+     "Prints the org, as 'org quota' does, with \"network\" (null: default).\n",
+     false},
     {"token", "create", NULL, ORG_REQUIRED, NULL, run_token_create,
      "create another API token for an org",
      "Creates another API token for an org. The token is printed this once;\n"

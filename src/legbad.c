@@ -14,6 +14,8 @@
 #include "config.h"
 #include "console.h"
 #include "disk.h"
+#include "egress.h"
+#include "hostcheck.h"
 #include "http.h"
 #include "image.h"
 #include "install.h"
@@ -32,6 +34,8 @@ static void usage(FILE *out)
             "Serve the legba Instances API: browser VMs on libvirt, state in LMDB.\n"
             "\n"
             "  -c, --config FILE        read settings (key = value lines) from FILE\n"
+            "      --check-host         check how hardened QEMU runs on this host with these\n"
+            "                           settings, print one line per check and exit (1 on FAIL)\n"
             "      --listen ADDR:PORT   HTTP listen address (default 127.0.0.1:8080)\n"
             "      --libvirt-uri URI    libvirt connection (default qemu:///system)\n"
             "      --data-dir DIR       LMDB state and instance disks (default /var/lib/legba)\n"
@@ -61,15 +65,16 @@ static const struct {
     {"tls-key", "tls_key"},       {"novnc-dir", "novnc_dir"},
 };
 
-enum { OPT_VERSION = 256, OPT_KEY_BASE = 512 };
+enum { OPT_VERSION = 256, OPT_CHECK_HOST, OPT_KEY_BASE = 512 };
 
-static int parse_args(int argc, char **argv, Config *config)
+static int parse_args(int argc, char **argv, Config *config, bool *ret_check_host)
 {
-    struct option options[ARRAY_SIZE(flag_keys) + 4];
+    struct option options[ARRAY_SIZE(flag_keys) + 5];
     size_t n = 0;
     options[n++] = (struct option){"config", required_argument, NULL, 'c'};
     options[n++] = (struct option){"help", no_argument, NULL, 'h'};
     options[n++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+    options[n++] = (struct option){"check-host", no_argument, NULL, OPT_CHECK_HOST};
     for (size_t i = 0; i < ARRAY_SIZE(flag_keys); i++)
         options[n++] =
             (struct option){flag_keys[i].flag, required_argument, NULL, OPT_KEY_BASE + (int)i};
@@ -86,6 +91,8 @@ static int parse_args(int argc, char **argv, Config *config)
             printf("legbad %s\n", LEGBA_VERSION);
             exit(0);
         }
+        if (c == OPT_CHECK_HOST)
+            *ret_check_host = true;
         if (c == '?') {
             fprintf(stderr, "Try 'legbad --help'.\n");
             return -EINVAL;
@@ -189,6 +196,58 @@ static int base_url(const Config *config, bool tls, char **ret)
 }
 
 /* MemTotal from /proc/meminfo in MiB, 0 when it cannot be read. */
+/*
+ * Installs the rules that confine guests' network traffic (src/egress.h),
+ * every start, so they follow the config. Without them no guest gets
+ * network mode egress: a config that asks for it by default stops legbad;
+ * otherwise only orgs set to egress are refused (503).
+ */
+static int egress_setup(const Config *config, Virt *virt, bool kvm, bool *ret_ready)
+{
+    *ret_ready = false;
+    uid_t uid;
+    gid_t gid;
+    _cleanup_free_ char *caps = NULL;
+    int r = virt_capabilities(virt, &caps);
+    if (r >= 0)
+        r = hostcheck_qemu_identity(caps, kvm, &uid, &gid);
+    if (r == -ENOENT && strncmp(config->libvirt_uri, "test:", 5) == 0) {
+        /* The test driver runs no guest, so there is no traffic to confine. */
+        *ret_ready = true;
+        return 0;
+    }
+    _cleanup_free_ char *error = NULL;
+    if (r < 0) {
+        util_set_error(&error, r, "cannot learn QEMU's user from libvirt: %s", strerror(-r));
+    } else if (uid == 0) {
+        r = util_set_error(&error, -EPERM,
+                           "QEMU runs as root, so its traffic cannot be told "
+                           "apart from the host's");
+    } else {
+        EgressPolicy policy = egress_policy(config, uid);
+        r = egress_rules_install(&policy, &error);
+    }
+    if (r < 0) {
+        bool needed = strcmp(config->network, "egress") == 0;
+        if (needed)
+            log_error("egress rules (nftables table inet %s): %s; network = egress needs them",
+                      EGRESS_TABLE, error ? error : strerror(-r));
+        else
+            log_warn("egress rules (nftables table inet %s) not installed: %s; orgs set to "
+                     "network egress are refused until they are",
+                     EGRESS_TABLE, error ? error : strerror(-r));
+        return needed ? r : 0;
+    }
+    *ret_ready = true;
+    log_info("egress rules installed (nftables table inet %s, QEMU uid %u): default network %s, "
+             "egress to %s%s%s",
+             EGRESS_TABLE, (unsigned)uid, config->network,
+             strcmp(config->egress_destinations, "public") == 0 ? "public addresses"
+                                                                : "listed endpoints only",
+             config->egress_allow[0] ? ", allowed: " : "", config->egress_allow);
+    return 0;
+}
+
 static int64_t host_memory_mib(void)
 {
     _cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
@@ -198,6 +257,49 @@ static int64_t host_memory_mib(void)
         if (sscanf(line, "MemTotal: %lld kB", &kib) == 1)
             return kib / 1024;
     return 0;
+}
+
+/* legbad --check-host: the report on stdout; exit status 0 without a FAIL, 1 with one. */
+static int run_check_host(const Config *config)
+{
+    HostReport *report = NULL;
+    int r = hostcheck_host(config, &report);
+    if (r < 0) {
+        fprintf(stderr, "legbad: host check: %s\n", strerror(-r));
+        return 1;
+    }
+    host_report_print(report, stdout);
+    int status = host_report_worst(report) == HOST_LEVEL_FAIL ? 1 : 0;
+    host_report_free(report);
+    return status;
+}
+
+/*
+ * The same checks at every start, logged line by line. A FAIL that makes
+ * QEMU unsafe (running as root, seccomp off) stops legbad unless the
+ * operator set allow_unsafe_host = yes; every other finding is only logged.
+ */
+static int check_host_at_start(const Config *config)
+{
+    HostReport *report = NULL;
+    int r = hostcheck_host(config, &report);
+    if (r < 0) {
+        log_error("host check: %s", strerror(-r));
+        return r;
+    }
+    host_report_log(report);
+    bool unsafe = host_report_unsafe(report);
+    host_report_free(report);
+    if (!unsafe)
+        return 0;
+    if (config->allow_unsafe_host) {
+        log_warn("host check: QEMU would run unsafely (see above); starting anyway, as "
+                 "allow_unsafe_host = yes says");
+        return 0;
+    }
+    log_error("host check: QEMU would run unsafely (see above); not starting. Fix the host, or "
+              "set allow_unsafe_host = yes to start anyway");
+    return -EPERM;
 }
 
 /* A console page without noVNC shows nothing: say so at start, not at the first viewer. */
@@ -234,7 +336,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "legbad: out of memory\n");
         return 1;
     }
-    if (parse_args(argc, argv, &config) < 0) {
+    bool check_host = false;
+    if (parse_args(argc, argv, &config, &check_host) < 0) {
         config_free(&config);
         return 2;
     }
@@ -243,6 +346,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "legbad: %s\n", error);
         config_free(&config);
         return 2;
+    }
+    if (check_host) {
+        ret = run_check_host(&config);
+        config_free(&config);
+        return ret;
     }
     if (load_tls(&config, &tls_cert, &tls_key) < 0) {
         config_free(&config);
@@ -266,6 +374,9 @@ int main(int argc, char **argv)
     if (r < 0)
         goto out;
     log_info("accel %s", accel_reason);
+    r = check_host_at_start(&config);
+    if (r < 0)
+        goto out;
 
     r = disk_prepare_dir(config.data_dir);
     if (r < 0) {
@@ -327,6 +438,9 @@ int main(int argc, char **argv)
         goto out;
     }
     api.virt = virt;
+    r = egress_setup(&config, virt, kvm, &api.egress_ready);
+    if (r < 0)
+        goto out;
     r = agent_hub_new(virt, api_on_ready, &api, &agents);
     if (r < 0) {
         log_error("cannot start the guest agent thread: %s", strerror(-r));

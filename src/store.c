@@ -6,14 +6,16 @@
  *
  *   database       key                                   value
  *   orgs           org_uuid                              {"name","created_at","quota_instances",
- *                                                         "quota_vcpus","quota_memory_mib"}
+ *                                                         "quota_vcpus","quota_memory_mib",
+ *                                                         "network"}
  *   tokens         SHA-256 of the token (32 raw bytes)   {"id","org_uuid","created_at"}
  *   token_ids      token id                              SHA-256 of the token (32 raw bytes)
  *   instances      instance_uuid                         {"org_uuid","image","size","state",
  *                                                         "created_at","updated_at",
  *                                                         "start_url","ready_at",
  *                                                         "console_hash","expires_at",
- *                                                         "vcpus","memory_mib"}
+ *                                                         "vcpus","memory_mib",
+ *                                                         "network","clipboard"}
  *   org_instances  org_uuid ‖ instance_uuid (72 bytes)   empty
  *   idempotency    org_uuid ‖ SHA-256 hex of an           {"instance_uuid","body_hash",
  *                  Idempotency-Key (100 bytes)             "created_at"}
@@ -349,7 +351,7 @@ typedef struct {
 typedef struct {
     size_t size;
     Field key;
-    Field fields[16]; /* up to the first without a name: at most 15 */
+    Field fields[24]; /* up to the first without a name: at most 23 */
 } RecordType;
 
 /* Room for a record of any type, so a copy can be built before it is handed out. */
@@ -723,7 +725,8 @@ static const RecordType org_record = {
     {FIELD(StoreOrg, name, FIELD_TEXT), FIELD(StoreOrg, created_at, FIELD_TIME),
      FIELD_AT(StoreOrg, quota.instances, FIELD_OPT_TIME, "quota_instances"),
      FIELD_AT(StoreOrg, quota.vcpus, FIELD_OPT_TIME, "quota_vcpus"),
-     FIELD_AT(StoreOrg, quota.memory_mib, FIELD_OPT_TIME, "quota_memory_mib")},
+     FIELD_AT(StoreOrg, quota.memory_mib, FIELD_OPT_TIME, "quota_memory_mib"),
+     FIELD(StoreOrg, network, FIELD_OPT_TEXT)},
 };
 
 /* -ENOENT unless the org is there, as seen by this transaction. */
@@ -811,7 +814,9 @@ static const RecordType instance_record = {
      FIELD(StoreInstance, ready_at, FIELD_OPT_TIME),
      FIELD(StoreInstance, console_hash, FIELD_OPT_TEXT),
      FIELD(StoreInstance, expires_at, FIELD_OPT_TIME), FIELD(StoreInstance, vcpus, FIELD_OPT_TIME),
-     FIELD(StoreInstance, memory_mib, FIELD_OPT_TIME)},
+     FIELD(StoreInstance, memory_mib, FIELD_OPT_TIME),
+     FIELD(StoreInstance, network, FIELD_OPT_TEXT),
+     FIELD(StoreInstance, clipboard, FIELD_OPT_TEXT)},
 };
 
 /* The org_instances key for an instance: org_uuid ‖ instance_uuid. */
@@ -978,6 +983,22 @@ int store_org_set_quota(Store *store, const char *org_uuid, const StoreQuota *qu
     if (quota->instances < 0 || quota->vcpus < 0 || quota->memory_mib < 0)
         return -EINVAL;
     return record_update(store, store->orgs, &org_record, org_uuid, change_quota, quota, ret_org);
+}
+
+static int change_network(void *current, cJSON *json, const void *arg)
+{
+    StoreOrg *org = current;
+    snprintf(org->network, sizeof(org->network), "%s", (const char *)arg);
+    return json_set(json, "network", cJSON_CreateString(org->network));
+}
+
+int store_org_set_network(Store *store, const char *org_uuid, const char *network,
+                          StoreOrg *ret_org)
+{
+    if (strcmp(network, "") != 0 && strcmp(network, "none") != 0 && strcmp(network, "egress") != 0)
+        return -EINVAL;
+    return record_update(store, store->orgs, &org_record, org_uuid, change_network, network,
+                         ret_org);
 }
 
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count)

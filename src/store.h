@@ -18,6 +18,8 @@
 #define STORE_IMAGE_NAME_MAX 64
 #define STORE_SIZE_NAME_MAX 15
 #define STORE_URL_MAX 2048
+/* "none", "egress" (network); "none", "to_vm", "both" (clipboard); "" where unset. */
+#define STORE_MODE_MAX 7
 #define STORE_CONSOLE_HASH_LEN (2 * AUTH_HASH_LEN + 1)
 /* Concurrent read transactions across all processes; above config's max_connections cap. */
 #define STORE_MAX_READERS 4096
@@ -45,6 +47,7 @@ typedef struct {
     char name[STORE_ORG_NAME_MAX + 1];
     int64_t created_at; /* seconds since the epoch, UTC */
     StoreQuota quota;
+    char network[STORE_MODE_MAX + 1]; /* the org's network mode; "": the config's */
 } StoreOrg;
 
 /* What a create must fit in, beyond the org's quota. 0 means no limit. */
@@ -90,6 +93,9 @@ typedef struct {
     /* The size's resources when it was created, for quotas and host admission. */
     int64_t vcpus;
     int64_t memory_mib;
+    /* Fixed at create: the guest's network mode and what its clipboard lets through. */
+    char network[STORE_MODE_MAX + 1];
+    char clipboard[STORE_MODE_MAX + 1];
 } StoreInstance;
 
 const char *instance_state_to_string(InstanceState state);
@@ -110,6 +116,9 @@ int store_org_get(Store *store, const char *org_uuid, StoreOrg *ret_org); /* -EN
 /* Replaces the org's quota (negative fields are refused: -EINVAL). -ENOENT. */
 int store_org_set_quota(Store *store, const char *org_uuid, const StoreQuota *quota,
                         StoreOrg *ret_org);
+/* Sets the org's network mode ("none", "egress"; "" follows the config). -EINVAL, -ENOENT. */
+int store_org_set_network(Store *store, const char *org_uuid, const char *network,
+                          StoreOrg *ret_org);
 /* All orgs ordered by uuid; *ret_orgs is malloc'd (NULL when none). */
 int store_org_list(Store *store, StoreOrg **ret_orgs, size_t *ret_count);
 

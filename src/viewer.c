@@ -201,6 +201,7 @@ typedef struct {
     ConsoleRelay *relay;
     char instance_uuid[UUID_STR_LEN];
     int vnc_fd;
+    ConsoleClipboard clipboard;
 } Upgrade;
 
 static void upgrade_close(void *upgrade)
@@ -213,7 +214,7 @@ static void on_upgraded(void *data, int fd, const void *pending, size_t pending_
 {
     Upgrade *u = data;
     int r = console_relay_attach(u->relay, u->instance_uuid, fd, pending, pending_len, u->vnc_fd,
-                                 upgrade_close, upgrade);
+                                 u->clipboard, upgrade_close, upgrade);
     if (r < 0)
         log_warn("instance %s: console not opened: %s", u->instance_uuid, strerror(-r));
     free(u);
@@ -225,6 +226,19 @@ static void on_abandoned(void *data)
     close(u->vnc_fd);
     console_relay_release(u->relay, u->instance_uuid);
     free(u);
+}
+
+/*
+ * The instance's clipboard setting as the relay enforces it. Anything but
+ * "to_vm" or "both" ("" in records older than the setting) lets nothing through.
+ */
+static ConsoleClipboard clipboard_setting(const StoreInstance *instance)
+{
+    if (strcmp(instance->clipboard, "to_vm") == 0)
+        return CONSOLE_CLIPBOARD_TO_VM;
+    if (strcmp(instance->clipboard, "both") == 0)
+        return CONSOLE_CLIPBOARD_BOTH;
+    return CONSOLE_CLIPBOARD_NONE;
 }
 
 /*
@@ -301,6 +315,7 @@ static void open_console(Viewer *viewer, const Route *route, const StoreInstance
     }
     u->relay = viewer->relay;
     snprintf(u->instance_uuid, sizeof(u->instance_uuid), "%s", instance->uuid);
+    u->clipboard = clipboard_setting(&now);
     log_info("instance %s: console requested from %s", instance->uuid, request->remote);
     response->status = 101;
     response->upgraded = on_upgraded;

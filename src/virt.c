@@ -1,5 +1,6 @@
 #include "virt.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
@@ -7,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -334,6 +336,19 @@ static int not_connected(char **ret_error)
                           VIRT_RECONNECT_MS / 1000);
 }
 
+int virt_capabilities(Virt *virt, char **ret_xml)
+{
+    virConnectPtr conn = conn_get(virt);
+    if (!conn)
+        return -ENOTCONN;
+    char *caps = virConnectGetCapabilities(conn);
+    virConnectClose(conn);
+    if (!caps)
+        return -EIO;
+    *ret_xml = caps;
+    return 0;
+}
+
 int virt_domain_start(Virt *virt, const char *xml, char **ret_error)
 {
     virConnectPtr conn = conn_get(virt);
@@ -409,6 +424,29 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error)
         r = -EIO;
     }
     virDomainFree(dom);
+    return r;
+}
+
+int virt_domain_log_remove(Virt *virt, const char *instance_uuid)
+{
+    if (strcmp(virt->uri, "qemu:///system") != 0)
+        return 0;
+    char name[VIRT_DOMAIN_NAME_LEN], log[VIRT_DOMAIN_NAME_LEN + 8];
+    virt_domain_name(instance_uuid, name);
+    snprintf(log, sizeof(log), "%s.log", name);
+    DIR *dir = opendir(VIRT_QEMU_LOG_DIR);
+    if (!dir)
+        return errno == ENOENT ? 0 : -errno;
+    int r = 0;
+    size_t len = strlen(log);
+    /* "<name>.log" and virtlogd's rotations "<name>.log.N"; the name is ours, a uuid's. */
+    for (struct dirent *e; (e = readdir(dir));) {
+        if (strncmp(e->d_name, log, len) != 0 || (e->d_name[len] && e->d_name[len] != '.'))
+            continue;
+        if (unlinkat(dirfd(dir), e->d_name, 0) < 0 && errno != ENOENT && r == 0)
+            r = -errno;
+    }
+    closedir(dir);
     return r;
 }
 

@@ -5,6 +5,8 @@
  */
 #pragma once
 
+#include <sys/types.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -57,12 +59,24 @@ int virt_open(const char *uri, VirtLifecycleFn lifecycle, VirtReconnectFn reconn
               void *userdata, Virt **ret_virt, char **ret_error);
 void virt_close(Virt *virt);
 
+/* libvirt's capabilities XML (malloc'd). -ENOTCONN, -EIO. */
+int virt_capabilities(Virt *virt, char **ret_xml);
+
+#define VIRT_QEMU_LOG_DIR "/var/log/libvirt/qemu"
+
 void virt_domain_name(const char *instance_uuid, char ret[VIRT_DOMAIN_NAME_LEN]);
 
 /* Defines and starts a persistent domain; if starting fails it is undefined again. */
 int virt_domain_start(Virt *virt, const char *xml, char **ret_error);
 /* Hard-stops and undefines; -ENOENT when there was no such domain. */
 int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error);
+/*
+ * Deletes what libvirt logged about a removed domain on this host
+ * (VIRT_QEMU_LOG_DIR/<name>.log and its rotations: QEMU's command line and
+ * whatever the guest made QEMU print). Only for qemu:///system, whose logs
+ * are local; 0 when there was nothing, else -errno of the first failure.
+ */
+int virt_domain_log_remove(Virt *virt, const char *instance_uuid);
 /* Pulls the plug (the domain stays defined, its disk stays) or starts it again. -ENOENT. */
 int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error);
 int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error);

@@ -9,7 +9,12 @@
  *   direct unix socket copy       a writer thread and a reader over a
  *                                 socketpair, 64 KiB writes: the ceiling
  *   relay VNC -> viewer           "VNC" bytes in, the viewer parses the
- *                                 server's binary frames (screen updates)
+ *                                 server's binary frames (screen updates);
+ *                                 clipboard both, so the relay reads no RFB
+ *   relay VNC -> viewer (parsed)  the same with clipboard none: after an RFB
+ *                                 handshake, FramebufferUpdates of Raw
+ *                                 pixels (a 256x63 rectangle each) that the
+ *                                 relay frames on their way
  *   relay viewer -> VNC (4 KiB)   the viewer sends masked binary frames of
  *   relay viewer -> VNC (64 KiB)  that payload, one send per frame, as a
  *                                 browser does; bytes read on the VNC side
@@ -72,6 +77,37 @@
 /* One period plus a chunk, so every write or frame is one contiguous slice. */
 static uint8_t pattern[PATTERN_PERIOD + CHUNK];
 
+/* What a writer sends and a reader expects: data repeats every period bytes. */
+typedef struct {
+    const uint8_t *data; /* period + CHUNK bytes, the first CHUNK repeated at the end */
+    size_t period;
+} Source;
+
+static const Source plain = {pattern, PATTERN_PERIOD};
+
+/* The parsed row's FramebufferUpdates: one Raw rectangle each, pixels from the pattern. */
+#define UPDATE_W 256
+#define UPDATE_H 63
+#define UPDATE_PIXELS (UPDATE_W * UPDATE_H * 4)
+#define UPDATE_LEN (4 + 12 + UPDATE_PIXELS)
+#define UPDATES_PER_PERIOD 16
+static uint8_t updates_data[UPDATES_PER_PERIOD * UPDATE_LEN + CHUNK];
+static const Source updates = {updates_data, UPDATES_PER_PERIOD *UPDATE_LEN};
+
+static void updates_fill(void)
+{
+    for (size_t k = 0; k < UPDATES_PER_PERIOD; k++) {
+        uint8_t *m = updates_data + k * UPDATE_LEN;
+        static const uint8_t header[16] = {
+            0, 0, 0, 1, /* FramebufferUpdate, one rectangle */
+            0, 0, 0, 0, UPDATE_W >> 8, UPDATE_W & 0xff, 0, UPDATE_H, 0, 0, 0, 0, /* Raw */
+        };
+        memcpy(m, header, sizeof(header));
+        memcpy(m + sizeof(header), pattern + k * UPDATE_PIXELS, UPDATE_PIXELS);
+    }
+    memcpy(updates_data + updates.period, updates_data, CHUNK);
+}
+
 static void pattern_fill(void)
 {
     uint64_t state = 0x6c65676261; /* fixed: the same bytes every run */
@@ -107,22 +143,25 @@ static int set_timeouts(int fd)
 
 typedef struct {
     const char *what; /* the row, for messages */
-    uint64_t total;   /* bytes the writer sends */
-    uint64_t offset;  /* bytes verified so far */
+    Source source;
+    uint64_t total;  /* bytes the writer sends */
+    uint64_t offset; /* bytes verified so far */
 } Checker;
 
 /* Where bytes that did not match belong in the pattern, to tell a shift from garbage. */
 static void report_mismatch(const Checker *c, const uint8_t *data, size_t len, size_t i)
 {
-    size_t at = (c->offset + i) % PATTERN_PERIOD;
+    const uint8_t *ref = c->source.data;
+    size_t at = (c->offset + i) % c->source.period;
     log_error("%s: byte %" PRIu64 " of %" PRIu64 " is 0x%02x, expected 0x%02x", c->what,
-              c->offset + i, c->total, data[i], pattern[at]);
+              c->offset + i, c->total, data[i], ref[at]);
     size_t probe = MIN(len - i, 16);
-    const uint8_t *found = probe >= 8 ? memmem(pattern, sizeof(pattern), data + i, probe) : NULL;
+    const uint8_t *found =
+        probe >= 8 ? memmem(ref, c->source.period + CHUNK, data + i, probe) : NULL;
     if (found)
         log_error("%s: the %zu bytes from there belong at pattern offset %td (expected %zu): "
                   "bytes lost, doubled or reordered",
-                  c->what, probe, found - pattern, at);
+                  c->what, probe, found - ref, at);
     else
         log_error("%s: the bytes from there are not in the pattern: corrupted", c->what);
 }
@@ -134,12 +173,13 @@ static int check_bytes(Checker *c, const uint8_t *data, size_t len)
                   len - (size_t)(c->total - c->offset), c->total);
         return -EBADMSG;
     }
+    const uint8_t *ref = c->source.data;
     while (len > 0) {
-        size_t at = c->offset % PATTERN_PERIOD;
-        size_t n = MIN(len, PATTERN_PERIOD - at);
-        if (memcmp(data, pattern + at, n) != 0) {
+        size_t at = c->offset % c->source.period;
+        size_t n = MIN(len, c->source.period - at);
+        if (memcmp(data, ref + at, n) != 0) {
             size_t i = 0;
-            while (data[i] == pattern[at + i])
+            while (data[i] == ref[at + i])
                 i++;
             report_mismatch(c, data, len, i);
             return -EBADMSG;
@@ -270,6 +310,7 @@ static int read_all(int fd, Checker *c, FrameReader *fr)
 
 typedef struct {
     int fd;
+    Source source;
     uint64_t total;
     size_t frame_payload; /* 0: raw bytes in CHUNK writes; else masked frames of this payload */
     uint32_t rng;         /* xorshift32 state for the mask keys */
@@ -351,7 +392,7 @@ static void *writer_main(void *data)
     }
     size_t chunk = w->frame_payload > 0 ? w->frame_payload : CHUNK;
     while (w->sent < w->total) {
-        const uint8_t *slice = pattern + w->sent % PATTERN_PERIOD;
+        const uint8_t *slice = w->source.data + w->sent % w->source.period;
         size_t n = (size_t)MIN((uint64_t)chunk, w->total - w->sent);
         int r;
         if (frame)
@@ -372,13 +413,13 @@ static void *writer_main(void *data)
  * and verifies on read_fd. A failed read unblocks the writer by shutting its
  * socket down before the join.
  */
-static int transfer(const char *what, uint64_t total, int write_fd, size_t frame_payload,
-                    int read_fd, FrameReader *fr, double *ret_seconds)
+static int transfer(const char *what, Source source, uint64_t total, int write_fd,
+                    size_t frame_payload, int read_fd, FrameReader *fr, double *ret_seconds)
 {
-    Writer w = {.fd = write_fd, .total = total, .frame_payload = frame_payload};
+    Writer w = {.fd = write_fd, .source = source, .total = total, .frame_payload = frame_payload};
     if (util_random_bytes(&w.rng, sizeof(w.rng)) < 0 || w.rng == 0)
         w.rng = 0x2545f491;
-    Checker c = {.what = what, .total = total};
+    Checker c = {.what = what, .source = source, .total = total};
 
     pthread_t thread;
     double start = now_s();
@@ -464,6 +505,7 @@ typedef struct {
 typedef struct {
     ConsoleRelay *relay;
     uint64_t total;
+    uint64_t moved; /* by the last run: total, or less to end on a whole message */
     unsigned runs;
     /* The one session at a time; kept here, not on a stack, as a late done may still come. */
     Session session;
@@ -476,7 +518,7 @@ static int session_close(Bench *b);
  * Both sockets go over as they come (blocking), as virDomainOpenGraphicsFD's
  * fd and the upgraded socket would: making them non-blocking is the relay's job.
  */
-static int session_open(Bench *b)
+static int session_open(Bench *b, ConsoleClipboard clipboard)
 {
     Session *s = &b->session;
     int vnc[2] = {-1, -1}, viewer[2] = {-1, -1};
@@ -506,7 +548,8 @@ static int session_open(Bench *b)
     s->vnc_fd = vnc[0];
     s->relay_ws_fd = viewer[1];
     s->lent = true;
-    r = console_relay_attach(b->relay, INSTANCE, viewer[1], NULL, 0, vnc[1], on_done, &s->done);
+    r = console_relay_attach(b->relay, INSTANCE, viewer[1], NULL, 0, vnc[1], clipboard, on_done,
+                             &s->done);
     if (r < 0) {
         /* The relay has closed vnc[1] and called done already. */
         log_error("console_relay_attach: %s", strerror(-r));
@@ -576,7 +619,8 @@ static int run_direct(Bench *b, size_t frame_payload, double *ret_seconds)
     if (r < 0)
         log_error("setsockopt: %s", strerror(-r));
     else
-        r = transfer("direct", b->total, fds[0], 0, fds[1], NULL, ret_seconds);
+        r = transfer("direct", plain, b->total, fds[0], 0, fds[1], NULL, ret_seconds);
+    b->moved = b->total;
     close(fds[0]);
     close(fds[1]);
     return r;
@@ -584,24 +628,85 @@ static int run_direct(Bench *b, size_t frame_payload, double *ret_seconds)
 
 static int run_to_viewer(Bench *b, size_t frame_payload, double *ret_seconds)
 {
-    int r = session_open(b);
+    int r = session_open(b, CONSOLE_CLIPBOARD_BOTH);
     if (r < 0)
         return r;
     FrameReader fr = {0};
-    r = transfer("VNC -> viewer", b->total, b->session.vnc_fd, 0, b->session.viewer_fd, &fr,
+    b->moved = b->total;
+    r = transfer("VNC -> viewer", plain, b->moved, b->session.vnc_fd, 0, b->session.viewer_fd, &fr,
                  ret_seconds);
     b->frames = fr.frames;
     int k = session_close(b);
     return r < 0 ? r : k;
 }
 
-static int run_to_vnc(Bench *b, size_t frame_payload, double *ret_seconds)
+/* Bytes one side sends as they are, and the other verifies (server frames on the viewer's side). */
+static int turn(const char *what, int from, const void *data, size_t len, size_t frame_payload,
+                int to, bool framed)
 {
-    int r = session_open(b);
+    Source once = {data, len};
+    uint8_t *copy = malloc(len + CHUNK);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, data, len);
+    memset(copy + len, 0, CHUNK);
+    once.data = copy;
+    FrameReader fr = {0};
+    double seconds;
+    int r = transfer(what, once, len, from, frame_payload, to, framed ? &fr : NULL, &seconds);
+    free(copy);
+    return r;
+}
+
+/*
+ * The RFB handshake a filtered console must see before any update: 3.8,
+ * security None, a 32-bpp ServerInit, in turns.
+ */
+static int rfb_handshake(Session *s)
+{
+    static const char version[] = "RFB 003.008\n";
+    static const uint8_t offered[] = {1, 1}, chosen[] = {1, 1};
+    static const uint8_t init[] = {
+        0,  0,  0, 0,                                       /* SecurityResult: OK */
+        3,  0,  2, 88,                                      /* 768x600 */
+        32, 24, 0, 1,  0, 255, 0, 255, 0,   255, 16,  8, 0, /* 32 bpp, depth 24, true colour */
+        0,  0,  0, 0,  0, 0,   4, 'Q', 'E', 'M', 'U',       /* padding, name */
+    };
+    int r = turn("handshake", s->vnc_fd, version, 12, 0, s->viewer_fd, true);
+    if (r == 0)
+        r = turn("handshake", s->viewer_fd, version, 12, 12, s->vnc_fd, false);
+    if (r == 0)
+        r = turn("handshake", s->vnc_fd, offered, 2, 0, s->viewer_fd, true);
+    if (r == 0)
+        r = turn("handshake", s->viewer_fd, chosen, 2, 2, s->vnc_fd, false);
+    if (r == 0)
+        r = turn("handshake", s->vnc_fd, init, sizeof(init), 0, s->viewer_fd, true);
+    return r;
+}
+
+static int run_to_viewer_parsed(Bench *b, size_t frame_payload, double *ret_seconds)
+{
+    int r = session_open(b, CONSOLE_CLIPBOARD_NONE);
     if (r < 0)
         return r;
-    r = transfer("viewer -> VNC", b->total, b->session.viewer_fd, frame_payload, b->session.vnc_fd,
-                 NULL, ret_seconds);
+    r = rfb_handshake(&b->session);
+    FrameReader fr = {0};
+    b->moved = b->total / UPDATE_LEN * UPDATE_LEN;
+    if (r == 0)
+        r = transfer("VNC -> viewer (parsed)", updates, b->moved, b->session.vnc_fd, 0,
+                     b->session.viewer_fd, &fr, ret_seconds);
+    int k = session_close(b);
+    return r < 0 ? r : k;
+}
+
+static int run_to_vnc(Bench *b, size_t frame_payload, double *ret_seconds)
+{
+    int r = session_open(b, CONSOLE_CLIPBOARD_BOTH);
+    if (r < 0)
+        return r;
+    b->moved = b->total;
+    r = transfer("viewer -> VNC", plain, b->moved, b->session.viewer_fd, frame_payload,
+                 b->session.vnc_fd, NULL, ret_seconds);
     int k = session_close(b);
     return r < 0 ? r : k;
 }
@@ -615,6 +720,7 @@ typedef struct {
 static const Row rows[] = {
     {"direct unix socket copy", run_direct, 0},
     {"relay VNC -> viewer", run_to_viewer, 0},
+    {"relay VNC -> viewer (parsed)", run_to_viewer_parsed, 0},
     {"relay viewer -> VNC (4 KiB)", run_to_vnc, 4 * 1024},
     {"relay viewer -> VNC (64 KiB)", run_to_vnc, 64 * 1024},
 };
@@ -681,6 +787,7 @@ int main(int argc, char **argv)
     log_set_ident("bench_relay");
     log_set_level(LOG_LEVEL_WARN);
     pattern_fill();
+    updates_fill();
 
     Bench b = {
         .total = (uint64_t)mib * MIB,
@@ -711,8 +818,8 @@ int main(int argc, char **argv)
         for (unsigned run = 0; run < runs && r == 0; run++) {
             double seconds = 0;
             r = rows[i].run(&b, rows[i].frame_payload, &seconds);
-            if (r == 0 && (double)b.total / seconds / 1e6 > best)
-                best = (double)b.total / seconds / 1e6;
+            if (r == 0 && (double)b.moved / seconds / 1e6 > best)
+                best = (double)b.moved / seconds / 1e6;
         }
         if (r < 0)
             break;

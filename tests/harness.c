@@ -450,6 +450,40 @@ int harness_org_create(const char *data_dir, const char *name, HarnessOrg *ret)
     return 0;
 }
 
+int harness_org_network(const char *data_dir, const char *org_uuid, const char *mode)
+{
+    cJSON *json = NULL;
+    int status =
+        harness_legbactl(data_dir, HARNESS_LIST("org", "network", "--org", org_uuid, mode), &json);
+    const cJSON *network = cJSON_GetObjectItemCaseSensitive(json, "network");
+    bool is_default = strcmp(mode, "default") == 0;
+    bool ok = status == 0 &&
+              (is_default ? cJSON_IsNull(network)
+                          : cJSON_IsString(network) && strcmp(network->valuestring, mode) == 0);
+    cJSON_Delete(json);
+    if (!ok) {
+        fprintf(stderr, "harness: legbactl org network %s: exit status %d, network not %s\n", mode,
+                status, is_default ? "null" : mode);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+bool harness_test_wanted(const char *env_name, const char *name)
+{
+    const char *only = getenv(env_name);
+    if (!only || !only[0])
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = only; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
+}
+
 int harness_build_image(const char *images_dir, const char *name)
 {
     char *tool;

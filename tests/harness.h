@@ -118,6 +118,19 @@ typedef struct {
 int harness_org_create(const char *data_dir, const char *name, HarnessOrg *ret);
 
 /*
+ * `legbactl --data-dir data_dir org network --org org_uuid mode` (none,
+ * egress or default). 0 when legbactl succeeded and printed the org with
+ * that network (null for default), else -EPROTO, described on stderr.
+ */
+int harness_org_network(const char *data_dir, const char *org_uuid, const char *mode);
+
+/*
+ * Whether the test called name may run: the environment variable env_name
+ * unset or empty, or a comma-separated list of test names holding it.
+ */
+bool harness_test_wanted(const char *env_name, const char *name);
+
+/*
  * Builds image `name` from its recipe into images_dir with
  * tools/build-image (for the "tiny" image: images_dir/tiny/{disk.qcow2,
  * manifest.json}). Returns the exit status; the tool's output is printed

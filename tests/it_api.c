@@ -137,7 +137,7 @@ static void check_instance_object(const cJSON *json, const char *image, const ch
 {
     static const char *const fields[] = {"instance_uuid", "status",     "image",     "size",
                                          "created_at",    "access_url", "start_url", "ready",
-                                         "ready_at",      "expires_at"};
+                                         "ready_at",      "expires_at", "network",   "clipboard"};
     const size_t n_fields = sizeof(fields) / sizeof(fields[0]);
     assert_true(cJSON_IsObject(json));
     assert_int_equal(cJSON_GetArraySize(json), n_fields);
@@ -1247,6 +1247,70 @@ static void api_catalog_and_start_url(void **state)
     assert_string_equal(harness_json_string(resp.json, "start_url"), "https://example.org/x");
     harness_response_done(&resp);
     delete_instance(&it.a, uuid);
+}
+
+/* POSTs body to org a's instances: 201 with the given network and clipboard; returns nothing. */
+static void create_with_modes(const char *body, const char *network, const char *clipboard)
+{
+    char path[160], uuid[UUID_LEN + 1];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+    request(it.a.auth, "POST", path, body, &resp);
+    assert_status(&resp, 201);
+    check_instance_object(resp.json, "tiny", "small", "running", -1);
+    assert_string_equal(harness_json_string(resp.json, "network"), network);
+    assert_string_equal(harness_json_string(resp.json, "clipboard"), clipboard);
+    snprintf(uuid, sizeof(uuid), "%s", harness_json_string(resp.json, "instance_uuid"));
+    harness_response_done(&resp);
+    /* What the record keeps, not just what the create answered. */
+    path_instance(path, sizeof(path), it.a.uuid, uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_string_equal(harness_json_string(resp.json, "network"), network);
+    assert_string_equal(harness_json_string(resp.json, "clipboard"), clipboard);
+    harness_response_done(&resp);
+    delete_instance(&it.a, uuid);
+}
+
+/*
+ * clipboard is "none" unless asked for, and only none, to_vm or both;
+ * network follows the org (legbactl org network), else the config.
+ */
+static void api_network_and_clipboard(void **state)
+{
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\"}", "none", "none");
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":\"to_vm\"}", "none",
+                      "to_vm");
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":\"both\"}", "none",
+                      "both");
+
+    char path[160];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+    int overlays = overlay_count();
+    static const char *const bad[] = {"\"all\"", "\"None\"", "\"\"", "1", "true", "[\"both\"]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":%s}",
+                 bad[i]);
+        request(it.a.auth, "POST", path, body, &resp);
+        assert_error(&resp, 400, "invalid_clipboard");
+        harness_response_done(&resp);
+    }
+    assert_int_equal(overlay_count(), overlays);
+
+    assert_int_equal(harness_org_network(it.data_dir, it.a.uuid, "egress"), 0);
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\"}", "egress", "none");
+    assert_int_equal(harness_org_network(it.data_dir, it.a.uuid, "none"), 0);
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\"}", "none", "none");
+    assert_int_equal(harness_org_network(it.data_dir, it.a.uuid, "default"), 0);
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\"}", "none", "none");
+    /* Only the three modes; the org is left as it was. */
+    assert_int_not_equal(
+        harness_legbactl(it.data_dir, HARNESS_LIST("org", "network", "--org", it.a.uuid, "open"),
+                         NULL),
+        0);
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\"}", "none", "none");
 }
 
 /* ---- the console's HTTP side (the fake driver has no VNC: no WebSocket gets through) ---- */
@@ -2524,6 +2588,7 @@ int main(void)
         cmocka_unit_test_setup(api_create_get_delete, revive_legbad),
         cmocka_unit_test_setup(api_sizes_and_images, revive_legbad),
         cmocka_unit_test_setup(api_catalog_and_start_url, revive_legbad),
+        cmocka_unit_test_setup(api_network_and_clipboard, revive_legbad),
         cmocka_unit_test_setup(api_console_access_url, revive_legbad),
         cmocka_unit_test_setup(api_console_files, revive_legbad),
         cmocka_unit_test_setup(api_console_session, revive_legbad),

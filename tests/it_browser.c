@@ -14,6 +14,12 @@
  * the page turns its colours on any key press, which shows both on the
  * VM's own screen and in the viewer.
  *
+ * Network egress is checked last, on an org switched to it: the config
+ * lets guests reach only this test's page server (egress_destinations =
+ * allowed), which the guest loads through its gateway 10.0.2.2, while its
+ * probes of another loopback service and of legbad are refused by the
+ * host's rules; nothing leaves loopback.
+ *
  * IT_BROWSER_ONLY=name[,name…] runs only the named tests.
  *
  * The images are built once per machine into LEGBA_TEST_IMAGES_DIR
@@ -30,6 +36,7 @@
 #include <libvirt/virterror.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +46,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "disk.h"
 #include "harness.h"
 #include "util.h"
 #include "webdriver.h"
@@ -85,7 +93,35 @@ static struct {
     char last_key[32]; /* what the page last reported with /key?k=, as sent */
     pthread_mutex_t lock;
     WebDriver *driver; /* a test's headless Chromium, so teardown ends it after a failure */
-} b = {.listen_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+    /* A loopback service guests must not reach, and how many connections it saw. */
+    int closed_fd;
+    uint16_t closed_port;
+    pthread_t closed_thread;
+    unsigned closed_accepts;
+    char probe_report[64]; /* what the egress page reported with /probed?, as sent */
+} b = {.listen_fd = -1, .closed_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+/*
+ * The egress page, loaded from the page server through the gateway: the
+ * same colours, with the square grey until it has probed the forbidden
+ * service and legbad (both on the host's loopback, seen from the guest at
+ * 10.0.2.2), then green when both were refused, red when either answered.
+ * It reports what happened and how long each probe took to /probed.
+ */
+static const char egress_page[] =
+    "<!DOCTYPE html><html><head><title>legba egress test</title><style>"
+    "html,body{margin:0;width:100%%;height:100%%;background:#ff00ff;overflow:hidden}"
+    "#mark{position:fixed;left:50%%;top:50%%;width:400px;height:300px;margin:-150px 0 0 -200px;"
+    "background:#808080}</style></head><body><div id=\"mark\"></div><script>"
+    "function probe(port){var c=new AbortController(),t0=Date.now();"
+    "setTimeout(function(){c.abort()},10000);"
+    "return fetch('http://10.0.2.2:'+port+'/',{mode:'no-cors',cache:'no-store',signal:c.signal})"
+    ".then(function(){return 'open'+(Date.now()-t0)},function(){return 'shut'+(Date.now()-t0)});}"
+    "Promise.all([probe(%u),probe(%u)]).then(function(r){"
+    "var shut=r[0].startsWith('shut')&&r[1].startsWith('shut');"
+    "document.getElementById('mark').style.background=shut?'#00c000':'#ff0000';"
+    "fetch('/probed?'+r.join('-')).catch(function(){});});"
+    "</script></body></html>";
 
 /* ---- the page server: every VM's forward is one long-lived stream of requests ---- */
 
@@ -105,7 +141,22 @@ static void *serve_stream(void *arg)
             bool root = strncmp(buf, "GET / ", 6) == 0;
             char head[256];
             int hlen;
-            if (strncmp(buf, "GET /key?k=", 11) == 0) {
+            char egress[sizeof(egress_page) + 32];
+            const char *body = page;
+            if (strncmp(buf, "GET /egress ", 12) == 0) {
+                root = true;
+                snprintf(egress, sizeof(egress), egress_page, b.closed_port, b.legbad->port);
+                body = egress;
+            }
+            if (strncmp(buf, "GET /probed?", 12) == 0) {
+                pthread_mutex_lock(&b.lock);
+                size_t rlen = strcspn(buf + 12, " \r\n");
+                snprintf(b.probe_report, sizeof(b.probe_report), "%.*s", (int)rlen, buf + 12);
+                pthread_mutex_unlock(&b.lock);
+                hlen = snprintf(head, sizeof(head),
+                                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                                "Cache-Control: no-store\r\n\r\n");
+            } else if (strncmp(buf, "GET /key?k=", 11) == 0) {
                 pthread_mutex_lock(&b.lock);
                 size_t klen = strcspn(buf + 11, " \r\n");
                 snprintf(b.last_key, sizeof(b.last_key), "%.*s", (int)klen, buf + 11);
@@ -117,7 +168,7 @@ static void *serve_stream(void *arg)
                 hlen = snprintf(head, sizeof(head),
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                                 "Content-Length: %zu\r\nCache-Control: no-store\r\n\r\n",
-                                strlen(page));
+                                strlen(body));
                 pthread_mutex_lock(&b.lock);
                 b.page_requests++;
                 pthread_mutex_unlock(&b.lock);
@@ -126,7 +177,7 @@ static void *serve_stream(void *arg)
                                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             }
             if (write(fd, head, (size_t)hlen) != hlen ||
-                (root && write(fd, page, strlen(page)) != (ssize_t)strlen(page)))
+                (root && write(fd, body, strlen(body)) != (ssize_t)strlen(body)))
                 goto out;
             size_t used = (size_t)(end + 4 - buf);
             memmove(buf, end + 4, len - used + 1);
@@ -157,16 +208,42 @@ static void *web_loop(void *arg)
     }
 }
 
-static int web_start(void)
+/* The forbidden service: counts every connection that reaches it, answers none. */
+static void *closed_loop(void *arg)
+{
+    for (;;) {
+        int fd = accept(b.closed_fd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            return NULL;
+        }
+        pthread_mutex_lock(&b.lock);
+        b.closed_accepts++;
+        pthread_mutex_unlock(&b.lock);
+        close(fd);
+    }
+}
+
+static int listen_loopback(int *ret_fd, uint16_t *ret_port)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(addr);
-    b.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (b.listen_fd < 0 || bind(b.listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(b.listen_fd, 16) < 0 ||
-        getsockname(b.listen_fd, (struct sockaddr *)&addr, &alen) < 0)
+    *ret_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (*ret_fd < 0 || bind(*ret_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(*ret_fd, 16) < 0 || getsockname(*ret_fd, (struct sockaddr *)&addr, &alen) < 0)
         return -1;
-    b.web_port = ntohs(addr.sin_port);
+    *ret_port = ntohs(addr.sin_port);
+    return 0;
+}
+
+static int web_start(void)
+{
+    if (listen_loopback(&b.closed_fd, &b.closed_port) < 0 ||
+        pthread_create(&b.closed_thread, NULL, closed_loop, NULL) != 0)
+        return -1;
+    if (listen_loopback(&b.listen_fd, &b.web_port) < 0)
+        return -1;
     return pthread_create(&b.web_thread, NULL, web_loop, NULL) == 0 ? 0 : -1;
 }
 
@@ -205,8 +282,11 @@ static int group_setup(void **state)
         return -1;
     fprintf(f,
             "# the guests' only way out: http://10.0.2.100/ -> this test's page server\n"
-            "guest_forward = 127.0.0.1:%u\n",
-            b.web_port);
+            "guest_forward = 127.0.0.1:%u\n"
+            "# guests of an org set to egress reach that server only (as 10.0.2.2)\n"
+            "egress_destinations = allowed\n"
+            "egress_allow = 127.0.0.1:%u\n",
+            b.web_port, b.web_port);
     fclose(f);
 
     if (harness_org_create(b.data_dir, "browser-test", &b.org) < 0)
@@ -247,6 +327,11 @@ static int group_teardown(void **state)
         shutdown(b.listen_fd, SHUT_RDWR);
         close(b.listen_fd);
         pthread_join(b.web_thread, NULL);
+    }
+    if (b.closed_fd >= 0) {
+        shutdown(b.closed_fd, SHUT_RDWR);
+        close(b.closed_fd);
+        pthread_join(b.closed_thread, NULL);
     }
     harness_tempdir_remove(b.dir);
     free(b.dir);
@@ -1028,20 +1113,134 @@ static void test_chromium_through_access_url(void **state)
     fprintf(stderr, "it_browser: access URL test took %.0f s\n", seconds_since(&t0));
 }
 
-/* Whether IT_BROWSER_ONLY (a comma-separated list of test names) lets the test run. */
-static bool wanted(const char *name)
+/* A small file whole (NULs and all), NUL-terminated; *ret_len without the terminator. */
+static char *read_small_file(const char *path, size_t *ret_len)
 {
-    const char *only = getenv("IT_BROWSER_ONLY");
-    if (!only || !only[0])
-        return true;
-    size_t n = strlen(name);
-    for (const char *p = only; *p;) {
-        size_t len = strcspn(p, ",");
-        if (len == n && strncmp(p, name, n) == 0)
-            return true;
-        p += len + (p[len] == ',');
+    FILE *f = fopen(path, "re");
+    if (!f)
+        fail_msg("cannot open %s: %s", path, strerror(errno));
+    char *data = calloc(1, 65537);
+    assert_non_null(data);
+    *ret_len = fread(data, 1, 65536, f);
+    fclose(f);
+    return data;
+}
+
+/* The QEMU process of a running instance, from libvirt's pid file: its command line. */
+static char *qemu_cmdline(const char *uuid)
+{
+    char path[128];
+    size_t len;
+    snprintf(path, sizeof(path), "/run/libvirt/qemu/legba-%s.pid", uuid);
+    char *pid_text = read_small_file(path, &len);
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", strtol(pid_text, NULL, 10));
+    free(pid_text);
+    char *cmdline = read_small_file(path, &len);
+    for (size_t i = 0; i < len; i++)
+        if (cmdline[i] == '\0')
+            cmdline[i] = ' ';
+    return cmdline;
+}
+
+/* A probe's result as the page reported it: "shut" or "open", then milliseconds. */
+static long probe_ms(const char *report, const char *want)
+{
+    if (strncmp(report, want, 4) != 0)
+        return -1;
+    return strtol(report + 4, NULL, 10);
+}
+
+/*
+ * An org switched to network egress, under a config that allows only this
+ * test's page server: the guest loads the page through its gateway, and
+ * the page's fetches of a second loopback service and of legbad fail
+ * (slirp may turn the refusal into a timeout), and neither ever sees a
+ * connection from it. The rules are read back from the kernel, the
+ * QEMU command line from /proc, and after DELETE nothing of the instance
+ * is left: no domain, disk or QEMU log.
+ */
+static void test_egress_confined(void **state)
+{
+    char path[256];
+    struct passwd *qemu = getpwnam("libvirt-qemu");
+    assert_non_null(qemu);
+
+    /* The installed rules, as the kernel holds them. */
+    char *rules = NULL;
+    assert_int_equal(harness_run(HARNESS_LIST("nft", "list", "table", "inet", "legba"), &rules), 0);
+    char want[160];
+    snprintf(want, sizeof(want), "meta skuid %u jump guests", (unsigned)qemu->pw_uid);
+    const char *skuid = strstr(rules, want);
+    snprintf(want, sizeof(want), "ip daddr 127.0.0.1 tcp dport %u accept", b.web_port);
+    const char *allow = strstr(rules, want);
+    const char *fib = strstr(rules, "fib daddr type { local, broadcast, anycast, multicast }");
+    const char *v4 = strstr(rules, "ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, "
+                                   "127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, ");
+    const char *v6 = strstr(rules, "ip6 daddr { ::/127, ::ffff:0.0.0.0/96, ");
+    if (!skuid || !allow || !fib || !v4 || !v6 || !(skuid < allow && allow < fib && fib < v4) ||
+        !strstr(v4, "192.168.0.0/16") || !strstr(v6, "fc00::/7") || !strstr(v6, "fe80::/10") ||
+        !strstr(v6, "ff00::/8") || !strstr(v6, "\t\tcounter packets"))
+        fail_msg("the egress rules are not as configured:\n%s", rules);
+    fprintf(stderr, "it_browser: egress rules read back:\n%s", rules);
+    free(rules);
+
+    assert_int_equal(harness_org_network(b.data_dir, b.org.uuid, "egress"), 0);
+    char uuid[40];
+    snprintf(path, sizeof(path), "http://10.0.2.2:%u/egress", b.web_port);
+    create("debian-12-chromium", "small", path, uuid, NULL);
+    char *cmdline = qemu_cmdline(uuid);
+    if (!strstr(cmdline, "-netdev user,id=legbanet0,restrict=off,ipv6=off,guestfwd="))
+        fail_msg("no egress netdev on the QEMU command line: %s", cmdline);
+    free(cmdline);
+    int waited = wait_ready(uuid);
+
+    char report[64] = "";
+    for (int i = 0; i < 60 && !report[0]; i++) {
+        pthread_mutex_lock(&b.lock);
+        snprintf(report, sizeof(report), "%s", b.probe_report);
+        pthread_mutex_unlock(&b.lock);
+        if (!report[0])
+            sleep(1);
     }
-    return false;
+    pthread_mutex_lock(&b.lock);
+    unsigned accepts = b.closed_accepts;
+    pthread_mutex_unlock(&b.lock);
+    fprintf(stderr,
+            "it_browser: egress: page from 10.0.2.2:%u ready %d s after create; probes of "
+            "loopback services (closed one :%u, legbad :%u): %s; the closed one saw %u "
+            "connections\n",
+            b.web_port, waited, b.closed_port, b.legbad->port, report[0] ? report : "(none)",
+            accepts);
+    if (!report[0])
+        fail_with_log("the egress page never reported its probes", NULL);
+    /* Green once both probes failed (red if either got through), on the allowed page. */
+    wait_for_page("egress", vm_picture, uuid, &unscaled, 1280, 720, false, 0.95);
+    const char *second = strchr(report, '-');
+    long closed_ms = probe_ms(report, "shut"),
+         legbad_ms = second ? probe_ms(second + 1, "shut") : -1;
+    if (closed_ms < 0 || legbad_ms < 0)
+        fail_with_log("a loopback service answered the guest", NULL);
+    /* Neither service saw the guest at all (the probes ask for "/", which no test asks legbad). */
+    assert_int_equal(accepts, 0);
+    if (harness_log_contains(b.legbad->log_path, " GET / "))
+        fail_with_log("legbad was reached from the guest", NULL);
+
+    delete_instance(uuid);
+    assert_int_equal(harness_org_network(b.data_dir, b.org.uuid, "default"), 0);
+    snprintf(path, sizeof(path), "/var/log/libvirt/qemu/legba-%s.log", uuid);
+    if (access(path, F_OK) == 0)
+        fail_msg("%s survived DELETE", path);
+    snprintf(path, sizeof(path), "legba-%s", uuid);
+    virDomainPtr dom = virDomainLookupByName(b.conn, path);
+    if (dom) {
+        virDomainFree(dom);
+        fail_msg("domain %s survived DELETE", path);
+    }
+    char *overlay = disk_overlay_path(b.data_dir, uuid);
+    assert_non_null(overlay);
+    if (access(overlay, F_OK) == 0)
+        fail_msg("%s survived DELETE", overlay);
+    free(overlay);
 }
 
 int main(void)
@@ -1050,11 +1249,12 @@ int main(void)
         cmocka_unit_test(test_webdriver_local_page),
         cmocka_unit_test(test_firefox_shows_start_url),
         cmocka_unit_test(test_chromium_through_access_url),
+        cmocka_unit_test(test_egress_confined),
     };
     struct CMUnitTest tests[ARRAY_SIZE(all)];
     size_t n = 0;
     for (size_t i = 0; i < ARRAY_SIZE(all); i++)
-        if (wanted(all[i].name))
+        if (harness_test_wanted("IT_BROWSER_ONLY", all[i].name))
             tests[n++] = all[i];
     if (n == 0) {
         fprintf(stderr, "it_browser: IT_BROWSER_ONLY matches no test\n");

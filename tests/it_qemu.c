@@ -11,6 +11,12 @@
  * restart test stops that libvirtd (SIGTERM to the pid in
  * /run/libvirtd.pid) and starts a new one with `libvirtd -d`, as
  * tools/setup does; whatever happens, a libvirtd runs when it ends.
+ *
+ * It also runs `legbad --check-host` on this host, and reads a running
+ * instance's QEMU back from /proc: its user, its seccomp sandbox, no shared
+ * folders and no network device.
+ *
+ * IT_QEMU_ONLY=name[,name…] runs only the named tests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +26,7 @@
 #include <errno.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +38,7 @@
 
 #include "disk.h"
 #include "harness.h"
+#include "hostcheck.h"
 #include "store.h"
 #include "util.h"
 
@@ -282,6 +290,127 @@ static void assert_console_speaks_rfb(virDomainPtr dom)
     assert_string_equal(banner, "RFB 003.008\n");
 }
 
+/* The NUL-separated arguments of a process, whole (at most 1 MiB); *ret_len bytes. */
+static char *process_cmdline(pid_t pid, size_t *ret_len)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "re");
+    assert_non_null(f);
+    size_t cap = 1 << 20;
+    char *args = malloc(cap + 1);
+    assert_non_null(args);
+    size_t n = fread(args, 1, cap, f);
+    fclose(f);
+    assert_true(n > 0 && n < cap);
+    args[n] = '\0';
+    *ret_len = n;
+    return args;
+}
+
+/* The argument after `option`, or NULL when the command line has no such option. */
+static const char *arg_after(const char *args, size_t len, const char *option)
+{
+    for (const char *a = args; a < args + len; a += strlen(a) + 1)
+        if (strcmp(a, option) == 0 && a + strlen(a) + 1 < args + len)
+            return a + strlen(a) + 1;
+    return NULL;
+}
+
+/* Whether any argument contains needle. */
+static bool any_arg_contains(const char *args, size_t len, const char *needle)
+{
+    for (const char *a = args; a < args + len; a += strlen(a) + 1)
+        if (strstr(a, needle))
+            return true;
+    return false;
+}
+
+/*
+ * The instance's QEMU, as /proc shows it, runs hardened: as libvirt-qemu
+ * (never root), in QEMU's seccomp sandbox with spawning and privilege
+ * changes denied, with no shared folder of the host and no network device.
+ */
+static void assert_qemu_hardened(pid_t pid)
+{
+    struct passwd *qemu_user = getpwnam("libvirt-qemu");
+    assert_non_null(qemu_user);
+    assert_int_not_equal(qemu_user->pw_uid, 0);
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    assert_non_null(f);
+    unsigned real = 1, effective = 1, saved = 1, fs = 1;
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = sscanf(line, "Uid: %u %u %u %u", &real, &effective, &saved, &fs) == 4;
+    fclose(f);
+    assert_true(found);
+    if (real != qemu_user->pw_uid || effective != real || saved != real || fs != real)
+        fail_msg("QEMU %d runs as uids %u %u %u %u, not libvirt-qemu (%u)", (int)pid, real,
+                 effective, saved, fs, (unsigned)qemu_user->pw_uid);
+
+    size_t len;
+    char *args = process_cmdline(pid, &len);
+    const char *sandbox = arg_after(args, len, "-sandbox");
+    if (!sandbox || strncmp(sandbox, "on", 2) != 0 || (sandbox[2] && sandbox[2] != ',') ||
+        !strstr(sandbox, "spawn=deny") || !strstr(sandbox, "elevateprivileges=deny"))
+        fail_msg("QEMU %d: -sandbox on,…spawn=deny,…elevateprivileges=deny expected, got %s",
+                 (int)pid, sandbox ? sandbox : "no -sandbox");
+    /* No host directory shared into the guest, and no NIC (an instance has none by default). */
+    assert_null(arg_after(args, len, "-fsdev"));
+    assert_null(arg_after(args, len, "-virtfs"));
+    assert_false(any_arg_contains(args, len, "vhost-user-fs"));
+    assert_false(any_arg_contains(args, len, "-netdev"));
+    /* Its RAM is never merged with another guest's (KSM). */
+    const char *machine = arg_after(args, len, "-machine");
+    if (!machine || !strstr(machine, "mem-merge=off"))
+        fail_msg("QEMU %d: -machine …mem-merge=off expected, got %s", (int)pid,
+                 machine ? machine : "no -machine");
+    free(args);
+}
+
+/* The value of "name : value" in virsh's output, or -1. */
+static long long virsh_value(const char *out, const char *name)
+{
+    for (const char *line = out; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        size_t n = strlen(name);
+        if (strncmp(line, name, n) == 0 && (line[n] == ' ' || line[n] == ':')) {
+            const char *colon = strchr(line, ':');
+            return colon ? strtoll(colon + 1, NULL, 10) : -1;
+        }
+    }
+    return -1;
+}
+
+/*
+ * The small size's limits, as libvirt applied them to the running domain:
+ * CPU shares, the whole domain capped at one CPU, the disk throttled.
+ */
+static void assert_domain_limits(const char *uuid)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "legba-%s", uuid);
+    _cleanup_free_ char *sched = NULL, *iotune = NULL;
+    assert_int_equal(harness_run(HARNESS_LIST("virsh", "-c", QEMU_URI, "schedinfo", name), &sched),
+                     0);
+    assert_int_equal(
+        harness_run(HARNESS_LIST("virsh", "-c", QEMU_URI, "blkdeviotune", name, "vda"), &iotune),
+        0);
+    long long shares = virsh_value(sched, "cpu_shares");
+    long long period = virsh_value(sched, "global_period");
+    long long quota = virsh_value(sched, "global_quota");
+    long long bytes = virsh_value(iotune, "total_bytes_sec");
+    long long iops = virsh_value(iotune, "total_iops_sec");
+    print_message("limits read back: cpu_shares %lld, global quota %lld/%lld us, disk %lld B/s, "
+                  "%lld IOPS\n",
+                  shares, quota, period, bytes, iops);
+    if (shares != 1024 || period != 100000 || quota != 100000 || bytes != 100LL * 1024 * 1024 ||
+        iops != 1000)
+        fail_msg("limits not applied:\n%s\n%s", sched, iotune);
+}
+
 static void test_create_console_delete(void **state)
 {
     char uuid[UUID_STR_LEN];
@@ -301,15 +430,21 @@ static void test_create_console_delete(void **state)
     pid_t pid = qemu_pid(uuid);
     assert_true(pid > 0);
     assert_true(qemu_runs(pid, uuid));
+    assert_qemu_hardened(pid);
+    assert_domain_limits(uuid);
     _cleanup_free_ char *overlay = overlay_of(uuid);
     assert_true(harness_file_exists(overlay));
     assert_true(record_listed_by_legbactl(uuid));
+    /* libvirt's log of this QEMU: its command line, and whatever the guest made QEMU print. */
+    char qemu_log[128];
+    snprintf(qemu_log, sizeof(qemu_log), "/var/log/libvirt/qemu/legba-%s.log", uuid);
+    assert_true(harness_file_exists(qemu_log));
 
     /* The console is reachable only through libvirt, and speaks RFB 3.8. */
     assert_console_speaks_rfb(dom);
     virDomainFree(dom);
 
-    /* DELETE takes process, domain, overlay and record with it. */
+    /* DELETE takes process, domain, overlay, QEMU log and record with it. */
     HarnessResponse resp = {0};
     assert_int_equal(request("DELETE", uuid, &resp), 0);
     assert_http_status(&resp, 204);
@@ -317,6 +452,7 @@ static void test_create_console_delete(void **state)
     assert_true(wait_process_gone(pid, 10));
     assert_false(domain_exists(uuid));
     assert_false(harness_file_exists(overlay));
+    assert_false(harness_file_exists(qemu_log));
     assert_false(record_listed_by_legbactl(uuid));
     assert_int_equal(request("GET", uuid, &resp), 0);
     assert_http_status(&resp, 404);
@@ -708,6 +844,148 @@ static void test_expiry_real(void **state)
                  n_404, ended - first_404);
 }
 
+/* ---- legbad --check-host on this host ---- */
+
+/* Writes a config for the check: this test's dirs on qemu:///system. */
+static char *write_check_config(const char *name, const char *data_dir)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/%s", q.dir, name) > 0);
+    FILE *f = fopen(path, "we");
+    assert_non_null(f);
+    fprintf(f, "libvirt_uri = %s\ndata_dir = %s\nimages_dir = %s\n", QEMU_URI, data_dir,
+            q.images_dir);
+    fclose(f);
+    return path;
+}
+
+/* Runs `legbad --check-host -c config`; its report into *ret_report. Returns the exit status. */
+static int check_host(const char *config, char **ret_report)
+{
+    char legbad[512];
+    const char *env = getenv("LEGBA_LEGBAD");
+    snprintf(legbad, sizeof(legbad), "%s", env && env[0] ? env : "");
+    if (!legbad[0])
+        snprintf(legbad, sizeof(legbad), "%s/legbad", harness_binary_dir());
+    int status = harness_run(HARNESS_LIST(legbad, "--check-host", "-c", config), ret_report);
+    assert_true(status >= 0);
+    assert_non_null(*ret_report);
+    return status;
+}
+
+/* The report's line for check name ("LEVEL  NAME  VALUE…"), or NULL; malloc'd. */
+static char *report_line(const char *report, const char *name)
+{
+    for (const char *line = report; *line;) {
+        size_t len = strcspn(line, "\n");
+        const char *word = line + strcspn(line, " ");
+        word += strspn(word, " ");
+        size_t n = strlen(name);
+        if (word < line + len && strncmp(word, name, n) == 0 && word[n] == ' ')
+            return strndup(line, len);
+        line += len + (line[len] == '\n');
+    }
+    return NULL;
+}
+
+/*
+ * The report on this host: one line per check, exit 0 (nothing fails),
+ * QEMU runs as libvirt-qemu with its seccomp sandbox. A data dir that
+ * anyone may write is a FAIL and exit status 1.
+ */
+static void test_check_host(void **state)
+{
+    static const char *const checks[] = {
+        "accel",  "qemu_user",     "seccomp_sandbox", "security_driver", "ksm",
+        "memory", "data_dir_free", "images_dir_free", "data_dir_mode",   "images_dir_mode",
+    };
+    _cleanup_free_ char *config = write_check_config("check.conf", q.data_dir);
+    _cleanup_free_ char *report = NULL;
+    int status = check_host(config, &report);
+    fprintf(stderr, "legbad --check-host:\n%s", report);
+    if (status != 0)
+        fail_msg("legbad --check-host: exit status %d, 0 expected", status);
+    for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
+        _cleanup_free_ char *line = report_line(report, checks[i]);
+        if (!line)
+            fail_msg("no %s line in the report", checks[i]);
+        if (strncmp(line, "FAIL", 4) == 0)
+            fail_msg("%s", line);
+    }
+    _cleanup_free_ char *user = report_line(report, "qemu_user");
+    assert_true(strncmp(user, "ok ", 3) == 0);
+    assert_non_null(strstr(user, "libvirt-qemu"));
+    _cleanup_free_ char *seccomp = report_line(report, "seccomp_sandbox");
+    assert_true(strncmp(seccomp, "ok ", 3) == 0);
+
+    /* A data dir open to everyone. */
+    _cleanup_free_ char *open_dir = NULL;
+    assert_true(asprintf(&open_dir, "%s/open-data", q.dir) > 0);
+    assert_int_equal(mkdir(open_dir, 0700), 0);
+    assert_int_equal(chmod(open_dir, 0777), 0);
+    _cleanup_free_ char *open_config = write_check_config("open.conf", open_dir);
+    _cleanup_free_ char *open_report = NULL;
+    assert_int_equal(check_host(open_config, &open_report), 1);
+    _cleanup_free_ char *mode = report_line(open_report, "data_dir_mode");
+    assert_non_null(mode);
+    if (strncmp(mode, "FAIL ", 5) != 0 || !strstr(mode, "0777") || !strstr(mode, "chmod go-w"))
+        fail_msg("data_dir_mode FAIL with 0777 and chmod go-w expected: %s", mode);
+}
+
+/*
+ * seccomp_sandbox = 0 in qemu.conf, as legbad sees it: the file is replaced
+ * by a bind mount in a private mount namespace (unshare -m), so neither
+ * libvirtd nor the host sees the change. --check-host fails, a start is
+ * refused, and allow_unsafe_host = yes starts legbad anyway (stopped by
+ * timeout once it listens).
+ */
+static void test_unsafe_host_refused(void **state)
+{
+    char legbad[512], script[4096];
+    const char *env = getenv("LEGBA_LEGBAD");
+    snprintf(legbad, sizeof(legbad), "%s", env && env[0] ? env : "");
+    if (!legbad[0])
+        snprintf(legbad, sizeof(legbad), "%s/legbad", harness_binary_dir());
+    uint16_t port;
+    assert_int_equal(harness_free_port(&port), 0);
+    _cleanup_free_ char *unsafe_dir = NULL, *conf = NULL, *allow = NULL, *qemu_conf = NULL;
+    assert_true(asprintf(&unsafe_dir, "%s/unsafe-data", q.dir) > 0);
+    conf = write_check_config("unsafe.conf", unsafe_dir);
+    assert_true(asprintf(&allow, "%s/allow.conf", q.dir) > 0);
+    assert_true(asprintf(&qemu_conf, "%s/qemu.conf", q.dir) > 0);
+    FILE *f = fopen(qemu_conf, "we");
+    assert_non_null(f);
+    fputs("# as an operator might leave it\nseccomp_sandbox = 0\n", f);
+    fclose(f);
+    f = fopen(allow, "we");
+    assert_non_null(f);
+    fprintf(f, "libvirt_uri = %s\ndata_dir = %s\nimages_dir = %s\nallow_unsafe_host = yes\n",
+            QEMU_URI, unsafe_dir, q.images_dir);
+    fclose(f);
+    snprintf(script, sizeof(script),
+             "mount --bind '%s' /etc/libvirt/qemu.conf || exit 99\n"
+             "'%s' --check-host -c '%s'; echo \"check=$?\"\n"
+             "'%s' -c '%s' --listen 127.0.0.1:%u; echo \"start=$?\"\n"
+             "timeout 10 '%s' -c '%s' --listen 127.0.0.1:%u; echo \"override=$?\"\n",
+             qemu_conf, legbad, conf, legbad, conf, port, legbad, allow, port);
+    _cleanup_free_ char *out = NULL;
+    int status = harness_run_merged(HARNESS_LIST("unshare", "-m", "sh", "-c", script), &out);
+    if (status != 0 || !out || !strstr(out, "check=1\n") || !strstr(out, "start=1\n") ||
+        !strstr(out, "override=124\n"))
+        fail_msg("exit status %d; check=1, start=1 and override=124 (timeout) expected in:\n%s",
+                 status, out ? out : "");
+    assert_non_null(strstr(out, "FAIL  seccomp_sandbox"));
+    assert_non_null(strstr(out, "not starting"));
+    assert_non_null(strstr(out, "starting anyway, as allow_unsafe_host = yes says"));
+    assert_non_null(strstr(out, "listening on"));
+    /* The host's own file is as it was. */
+    bool set = false;
+    long value = 1;
+    int r = hostcheck_read_seccomp_sandbox("/etc/libvirt/qemu.conf", &set, &value);
+    assert_true(r == 0 || r == -ENOENT);
+    assert_int_not_equal(value, 0);
+}
+
 /* ---- libvirtd restarted under a running legbad ---- */
 
 /* The running libvirtd's pid, from its pid file, checked against /proc; 0 when there is none. */
@@ -892,7 +1170,9 @@ static void test_libvirtd_restart(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest all[] = {
+        cmocka_unit_test(test_check_host),
+        cmocka_unit_test(test_unsafe_host_refused),
         cmocka_unit_test(test_create_console_delete),
         cmocka_unit_test(test_uefi_sata_image),
         cmocka_unit_test(test_restart_reconciles),
@@ -900,5 +1180,14 @@ int main(void)
         cmocka_unit_test(test_expiry_real),
         cmocka_unit_test_teardown(test_libvirtd_restart, libvirtd_restore),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    struct CMUnitTest tests[ARRAY_SIZE(all)];
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(all); i++)
+        if (harness_test_wanted("IT_QEMU_ONLY", all[i].name))
+            tests[n++] = all[i];
+    if (n == 0) {
+        fprintf(stderr, "it_qemu: IT_QEMU_ONLY matches no test\n");
+        return 1;
+    }
+    return _cmocka_run_group_tests("it_qemu", tests, n, group_setup, group_teardown);
 }

@@ -725,6 +725,61 @@ static void test_load_lifetime_keys(void **state)
     assert_int_equal(c->instance_timeout, 120);
 }
 
+/* allow_unsafe_host: off unless a file or flag says yes; nothing but yes and no. */
+static void test_allow_unsafe_host(void **state)
+{
+    Config *c = *state;
+    assert_false(c->allow_unsafe_host);
+    set_ok(c, "allow_unsafe_host", "yes");
+    assert_true(c->allow_unsafe_host);
+    set_ok(c, "allow_unsafe_host", "no");
+    assert_false(c->allow_unsafe_host);
+    set_bad(c, "allow_unsafe_host", "true", "yes or no");
+    set_bad(c, "allow_unsafe_host", "YES", "yes or no");
+    set_bad(c, "allow_unsafe_host", "1", "yes or no");
+    set_bad(c, "allow_unsafe_host", "", "yes or no");
+
+    char *err = NULL;
+    static const char text[] = "allow_unsafe_host = yes\n";
+    assert_int_equal(load_text(c, text, sizeof(text) - 1, NULL, &err), 0);
+    assert_null(err);
+    assert_true(c->allow_unsafe_host);
+    load_bad(c, "allow_unsafe_host = no\nallow_unsafe_host = maybe\n", 2, "yes or no");
+    /* The failed file changed nothing. */
+    assert_true(c->allow_unsafe_host);
+}
+
+/* network, egress_destinations and egress_allow: a closed set of words, and numeric endpoints. */
+static void test_network_keys(void **state)
+{
+    Config *c = *state;
+    assert_string_equal(c->network, "none");
+    assert_string_equal(c->egress_destinations, "public");
+    assert_string_equal(c->egress_allow, "");
+    set_ok(c, "network", "egress");
+    assert_string_equal(c->network, "egress");
+    set_bad(c, "network", "bridge", "none or egress");
+    set_bad(c, "network", "", "none or egress");
+    set_bad(c, "network", "Egress", "none or egress");
+    set_ok(c, "egress_destinations", "allowed");
+    assert_string_equal(c->egress_destinations, "allowed");
+    set_bad(c, "egress_destinations", "all", "public or allowed");
+
+    set_ok(c, "egress_allow", "  127.0.0.1:8080   192.168.1.53:53 ");
+    assert_string_equal(c->egress_allow, "127.0.0.1:8080 192.168.1.53:53");
+    set_ok(c, "egress_allow", "");
+    assert_string_equal(c->egress_allow, "");
+    static const char *const bad[] = {"127.0.0.1",  "127.0.0.1:0",   "localhost:80",
+                                      "[::1]:80",   "1.2.3.4:65536", "1.2.3.4:80,5.6.7.8:80",
+                                      "1.2.3.4:+80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        set_bad(c, "egress_allow", bad[i], "IPV4:PORT");
+    char many[512] = "";
+    for (int i = 0; i <= CONFIG_ENDPOINTS_MAX; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "10.0.0.%d:80 ", i + 1);
+    set_bad(c, "egress_allow", many, "up to 16");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -759,6 +814,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lifetime_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_instance_timeout_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_lifetime_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_allow_unsafe_host, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_network_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

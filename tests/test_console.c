@@ -331,17 +331,24 @@ static Console *console_new(Fixture *f, int *ret_vnc)
     return c;
 }
 
-static Console *console_open_pending(Fixture *f, const char *uuid, const void *pending,
-                                     size_t pending_len)
+static Console *console_open_with(Fixture *f, const char *uuid, const void *pending,
+                                  size_t pending_len, ConsoleClipboard clipboard)
 {
     int vnc;
     Console *c = console_new(f, &vnc);
     assert_int_equal(console_relay_reserve(f->relay, uuid), 0);
-    assert_int_equal(
-        console_relay_attach(f->relay, uuid, c->ws, pending, pending_len, vnc, done_cb, &c->done),
-        0);
+    assert_int_equal(console_relay_attach(f->relay, uuid, c->ws, pending, pending_len, vnc,
+                                          clipboard, done_cb, &c->done),
+                     0);
     c->attached = true;
     return c;
+}
+
+/* The relay as a byte pipe: clipboard both, so RFB passes unread and any bytes do. */
+static Console *console_open_pending(Fixture *f, const char *uuid, const void *pending,
+                                     size_t pending_len)
+{
+    return console_open_with(f, uuid, pending, pending_len, CONSOLE_CLIPBOARD_BOTH);
 }
 
 static Console *console_open(Fixture *f, const char *uuid)
@@ -1213,9 +1220,9 @@ static void test_attach_after_revoke(void **state)
     int vnc;
     Console *c = console_new(f, &vnc);
     c->attached = true; /* done is due all the same */
-    assert_int_equal(
-        console_relay_attach(f->relay, INSTANCE_A, c->ws, NULL, 0, vnc, done_cb, &c->done),
-        -ENOENT);
+    assert_int_equal(console_relay_attach(f->relay, INSTANCE_A, c->ws, NULL, 0, vnc,
+                                          CONSOLE_CLIPBOARD_BOTH, done_cb, &c->done),
+                     -ENOENT);
     assert_int_equal(done_calls(&c->done), 1);
     /* vnc_fd is closed already: the VM sees EOF at once. */
     assert_int_equal(vm_eof(c, 0, NULL), 0);
@@ -1299,6 +1306,234 @@ static void test_empty_binary_message(void **state)
     echo(c, 1);
 }
 
+/* ---- the clipboard setting, on real RFB ---- */
+
+static void rfb_u8(Buf *b, unsigned v)
+{
+    uint8_t x = (uint8_t)v;
+    buf_add(b, &x, 1);
+}
+
+static void rfb_u16(Buf *b, unsigned v)
+{
+    rfb_u8(b, v >> 8);
+    rfb_u8(b, v);
+}
+
+static void rfb_u32(Buf *b, uint32_t v)
+{
+    rfb_u16(b, v >> 16);
+    rfb_u16(b, v & 0xffff);
+}
+
+static void rfb_key_event(Buf *b, bool down, uint32_t keysym)
+{
+    rfb_u8(b, 4), rfb_u8(b, down), rfb_u16(b, 0), rfb_u32(b, keysym);
+}
+
+/* ClientCutText (type 6) or ServerCutText (3); the extended form's length is negative. */
+static void rfb_cut_text(Buf *b, unsigned type, const char *text, bool extended)
+{
+    uint32_t len = (uint32_t)strlen(text);
+    rfb_u8(b, type), rfb_u8(b, 0), rfb_u16(b, 0);
+    rfb_u32(b, extended ? (uint32_t) - (int32_t)len : len);
+    buf_add(b, text, len);
+}
+
+/* The viewer sends these RFB bytes as one binary message. */
+static void viewer_rfb(Console *c, const void *rfb, size_t len)
+{
+    Buf stream = {0};
+    client_frame(&stream, WS_OPCODE_BINARY, true, rfb, len);
+    viewer_send(c, &stream);
+    buf_free(&stream);
+}
+
+/*
+ * RFB 3.8, security None, a 32-bpp ServerInit, each turn whole on the
+ * other side before the next: the filter follows the two in turn.
+ */
+static void rfb_handshake(Console *c)
+{
+    static const char version[] = "RFB 003.008\n";
+    send_all(c->vm, version, 12, now_ms() + PROMPT_MS);
+    viewer_expect_binary(c, version, 12);
+    viewer_rfb(c, version, 12);
+    vm_expect(c, version, 12);
+
+    static const uint8_t offered[] = {1, 1}, chosen[] = {1, 1}; /* None; ClientInit, shared */
+    send_all(c->vm, offered, sizeof(offered), now_ms() + PROMPT_MS);
+    viewer_expect_binary(c, offered, sizeof(offered));
+    viewer_rfb(c, chosen, sizeof(chosen));
+    vm_expect(c, chosen, sizeof(chosen));
+
+    Buf b = {0};
+    rfb_u32(&b, 0); /* SecurityResult: OK */
+    rfb_u16(&b, 800), rfb_u16(&b, 600);
+    rfb_u8(&b, 32), rfb_u8(&b, 24), rfb_u8(&b, 0), rfb_u8(&b, 1);
+    rfb_u16(&b, 255), rfb_u16(&b, 255), rfb_u16(&b, 255);
+    rfb_u8(&b, 16), rfb_u8(&b, 8), rfb_u8(&b, 0), rfb_u8(&b, 0), rfb_u16(&b, 0);
+    rfb_u32(&b, 4);
+    buf_add(&b, "QEMU", 4);
+    send_all(c->vm, b.data, b.len, now_ms() + PROMPT_MS);
+    viewer_expect_binary(c, b.data, b.len);
+    buf_free(&b);
+}
+
+/*
+ * A ClientCutText between two KeyEvents: as three messages, in one, and
+ * split byte by byte across messages. The VM gets the text only to_vm.
+ */
+static void viewer_paste(Console *c, bool arrives)
+{
+    Buf down = {0}, text = {0}, up = {0}, expect = {0};
+    rfb_key_event(&down, true, 0xffe3);
+    rfb_cut_text(&text, 6, "pasted \x06 secret", false);
+    rfb_key_event(&up, false, 0xffe3);
+    buf_add(&expect, down.data, down.len);
+    if (arrives)
+        buf_add(&expect, text.data, text.len);
+    buf_add(&expect, up.data, up.len);
+
+    viewer_rfb(c, down.data, down.len);
+    viewer_rfb(c, text.data, text.len);
+    viewer_rfb(c, up.data, up.len);
+    vm_expect(c, expect.data, expect.len);
+
+    Buf all = {0};
+    buf_add(&all, down.data, down.len);
+    buf_add(&all, text.data, text.len);
+    buf_add(&all, up.data, up.len);
+    viewer_rfb(c, all.data, all.len);
+    vm_expect(c, expect.data, expect.len);
+
+    for (size_t i = 0; i < all.len; i++)
+        viewer_rfb(c, all.data + i, 1);
+    vm_expect(c, expect.data, expect.len);
+    assert_true(fd_quiet(c->vm, 50));
+
+    buf_free(&down);
+    buf_free(&text);
+    buf_free(&up);
+    buf_free(&expect);
+    buf_free(&all);
+}
+
+static void test_clipboard_none_keeps_viewer_text_out(void **state)
+{
+    Fixture *f = *state;
+    Console *c = console_open_with(f, INSTANCE_A, NULL, 0, CONSOLE_CLIPBOARD_NONE);
+    rfb_handshake(c);
+    viewer_paste(c, false);
+}
+
+static void test_clipboard_to_vm_lets_viewer_text_in(void **state)
+{
+    Fixture *f = *state;
+    Console *c = console_open_with(f, INSTANCE_A, NULL, 0, CONSOLE_CLIPBOARD_TO_VM);
+    rfb_handshake(c);
+    viewer_paste(c, true);
+    /* The extended form stays out: its negotiation is stripped, and QEMU drops a viewer using it.
+     */
+    Buf b = {0}, expect = {0};
+    rfb_cut_text(&b, 6, "\x10\x01\x02\x03", true);
+    rfb_key_event(&b, true, 0x61);
+    rfb_key_event(&expect, true, 0x61);
+    viewer_rfb(c, b.data, b.len);
+    vm_expect(c, expect.data, expect.len);
+    assert_true(fd_quiet(c->vm, 50));
+    buf_free(&b);
+    buf_free(&expect);
+}
+
+/* A ServerCutText between two messages reaches the viewer only with both. */
+static void test_clipboard_vm_text_only_with_both(void **state)
+{
+    Fixture *f = *state;
+    static const struct {
+        const char *uuid;
+        ConsoleClipboard clipboard;
+    } modes[] = {
+        {INSTANCE_A, CONSOLE_CLIPBOARD_NONE},
+        {INSTANCE_B, CONSOLE_CLIPBOARD_TO_VM},
+        {INSTANCE_C, CONSOLE_CLIPBOARD_BOTH},
+    };
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        Console *c = console_open_with(f, modes[i].uuid, NULL, 0, modes[i].clipboard);
+        rfb_handshake(c);
+        Buf update = {0}, text = {0}, all = {0}, expect = {0};
+        /* A FramebufferUpdate: a 2x1 Raw rectangle whose pixels look like ServerCutText. */
+        rfb_u8(&update, 0), rfb_u8(&update, 0), rfb_u16(&update, 1);
+        rfb_u16(&update, 0), rfb_u16(&update, 0), rfb_u16(&update, 2), rfb_u16(&update, 1);
+        rfb_u32(&update, 0);
+        rfb_u32(&update, 0x03000000), rfb_u32(&update, 0x00000003);
+        /* As QEMU's vnc-clipboard.c sends it: extended, a Provide of text. */
+        rfb_cut_text(&text, 3, "\x10\x01\x01\x01guest clipboard", true);
+        buf_add(&all, update.data, update.len);
+        buf_add(&all, text.data, text.len);
+        rfb_u8(&all, 2); /* Bell */
+        buf_add(&expect, update.data, update.len);
+        if (modes[i].clipboard == CONSOLE_CLIPBOARD_BOTH)
+            buf_add(&expect, text.data, text.len);
+        rfb_u8(&expect, 2);
+        send_all(c->vm, all.data, all.len, now_ms() + PROMPT_MS);
+        viewer_expect_binary(c, expect.data, expect.len);
+        Frame fr;
+        assert_int_equal(viewer_frame(c, 50, &fr), -ETIMEDOUT);
+        buf_free(&update);
+        buf_free(&text);
+        buf_free(&all);
+        buf_free(&expect);
+    }
+}
+
+/* What the VM may send back is only what the relay can frame: SetEncodings is rewritten. */
+static void test_clipboard_encodings_rewritten(void **state)
+{
+    Fixture *f = *state;
+    Console *c = console_open_with(f, INSTANCE_A, NULL, 0, CONSOLE_CLIPBOARD_NONE);
+    rfb_handshake(c);
+    static const int32_t asked[] = {7, 6, 0, -239, (int32_t)0xc0a1e5ce, -313, 16};
+    static const int32_t sent[] = {7, 0, 0, -239, 0, 0, 16};
+    Buf b = {0}, expect = {0};
+    rfb_u8(&b, 2), rfb_u8(&b, 0), rfb_u16(&b, 7);
+    rfb_u8(&expect, 2), rfb_u8(&expect, 0), rfb_u16(&expect, 7);
+    for (size_t i = 0; i < 7; i++) {
+        rfb_u32(&b, (uint32_t)asked[i]);
+        rfb_u32(&expect, (uint32_t)sent[i]);
+    }
+    viewer_rfb(c, b.data, b.len);
+    vm_expect(c, expect.data, expect.len);
+    buf_free(&b);
+    buf_free(&expect);
+}
+
+/* RFB the relay cannot frame closes the console (1008), from either side. */
+static void test_clipboard_refuses_unframable(void **state)
+{
+    Fixture *f = *state;
+    Console *viewer_side = console_open_with(f, INSTANCE_A, NULL, 0, CONSOLE_CLIPBOARD_NONE);
+    rfb_handshake(viewer_side);
+    static const uint8_t unknown[] = {7, 0, 0, 0, 0, 0, 0, 0};
+    viewer_rfb(viewer_side, unknown, sizeof(unknown));
+    assert_int_equal(expect_closed(viewer_side, CONSOLE_CLOSE_RFB_REFUSED, VIEWER_ANSWERS), 0);
+
+    Console *vm_side = console_open_with(f, INSTANCE_B, NULL, 0, CONSOLE_CLIPBOARD_TO_VM);
+    rfb_handshake(vm_side);
+    Buf b = {0};
+    /* Zlib: the relay never lets a viewer ask for it, and cannot frame it. */
+    rfb_u8(&b, 0), rfb_u8(&b, 0), rfb_u16(&b, 1);
+    rfb_u16(&b, 0), rfb_u16(&b, 0), rfb_u16(&b, 16), rfb_u16(&b, 16), rfb_u32(&b, 6);
+    rfb_u32(&b, 1), rfb_u8(&b, 0);
+    send_all(vm_side->vm, b.data, b.len, now_ms() + PROMPT_MS);
+    buf_free(&b);
+    assert_int_equal(viewer_close_code(vm_side, PROMPT_MS, NULL, 0), CONSOLE_CLOSE_RFB_REFUSED);
+    viewer_answer_close(vm_side, CONSOLE_CLOSE_RFB_REFUSED);
+    assert_int_equal(done_wait(&vm_side->done, PROMPT_MS), 1);
+    assert_int_equal(vm_eof(vm_side, PROMPT_MS, NULL), 0);
+    console_hand_back(vm_side);
+}
+
 /* ---- stopping ---- */
 
 static void test_stop_with_open_sessions(void **state)
@@ -1353,6 +1588,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attach_after_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_viewer_stalls_only_itself, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_vm_stalls_only_itself, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clipboard_none_keeps_viewer_text_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clipboard_to_vm_lets_viewer_text_in, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clipboard_vm_text_only_with_both, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clipboard_encodings_rewritten, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clipboard_refuses_unframable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_with_open_sessions, setup, teardown),
         /* Last: in a sanitizer build, a relay that trips UBSan aborts the run here. */
         cmocka_unit_test_setup_teardown(test_empty_binary_message, setup, teardown),

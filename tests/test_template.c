@@ -438,7 +438,9 @@ static char *render_domain(const char *tmpl, const char *size, const char *domai
         {"initrd", kernel ? "/var/lib/legba/images/chromium/initrd.img" : NULL},
         {"cmdline", kernel ? CMDLINE : NULL},
         {"kvm", kvm ? "1" : ""},
-        {"guest_forward", kernel ? "127.0.0.1:8000" : NULL},
+        {"netdev", kernel ? "user,id=legbanet0,restrict=on,ipv6=off,guestfwd=tcp:10.0.2.100:80-"
+                            "tcp:127.0.0.1:8000"
+                          : NULL},
         {"disk_sata", NULL},
         {"uefi", NULL},
     };
@@ -477,7 +479,7 @@ static void test_kernel_without_initrd_or_cmdline(void **state)
         {"initrd", NULL},
         {"cmdline", NULL},
         {"kvm", NULL},
-        {"guest_forward", NULL},
+        {"netdev", NULL},
         {"disk_sata", "1"},
         {"uefi", NULL},
     };
@@ -529,13 +531,27 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "machine='q35'");
             assert_contains(xml, sizes[i].resolution);
             assert_contains(xml, "<target type='virtio' name='org.legba.agent.0'/>");
-            /* A NIC only with a forward, and then restricted to it. */
+            /* A NIC only when legbad builds a netdev for it. */
             if (kernel) {
-                assert_contains(xml, "user,id=legbanet0,restrict=on,guestfwd=tcp:10.0.2.100:80-"
-                                     "tcp:127.0.0.1:8000");
+                assert_contains(xml, "<qemu:arg value='user,id=legbanet0,restrict=on,ipv6=off,"
+                                     "guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:8000'/>");
+                assert_contains(xml, "virtio-net-pci,netdev=legbanet0");
             } else {
                 assert_lacks(xml, "-netdev");
+                assert_lacks(xml, "legbanet0");
             }
+            /* The limits: CPU by vCPUs, throttled disk, no shared or ballooned memory. */
+            snprintf(expect, sizeof(expect), "<shares>%u</shares>", 1024 * sizes[i].vcpus);
+            assert_contains(xml, expect);
+            snprintf(expect, sizeof(expect), "<global_quota>%u</global_quota>",
+                     100000 * sizes[i].vcpus);
+            assert_contains(xml, expect);
+            assert_contains(xml, "<global_period>100000</global_period>");
+            assert_contains(xml, "<total_bytes_sec>");
+            assert_contains(xml, "<total_iops_sec>");
+            assert_contains(xml, "<nosharepages/>");
+            assert_contains(xml, "<memballoon model='none'/>");
+            assert_lacks(xml, "<filesystem");
             assert_lacks(xml, "<interface");
             assert_contains(xml, "arch='x86_64'");
             if (kvm) {
