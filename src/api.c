@@ -325,6 +325,157 @@ static void replay_create(Api *api, const char *org_uuid, const StoreInsertResul
     http_response_json(response, 201, instance_to_json(api, &instance, live ? secret : NULL));
 }
 
+/*
+ * The steps of a cold boot once the record exists (CREATING): disk, domain,
+ * then RUNNING. On failure the create is undone and *ret_failed names the
+ * step ("disk", "domain", "record"); -ENOTCONN while libvirt is down.
+ */
+static int boot(Api *api, StoreInstance *instance, const Image *image, const char **ret_failed)
+{
+    _cleanup_free_ char *xml = NULL, *why = NULL;
+    _cleanup_free_ char *overlay = disk_overlay_path(api->config->data_dir, instance->uuid);
+    *ret_failed = "disk";
+    int r = overlay ? disk_overlay_create(image->disk_path, image->disk_format, overlay, &why)
+                    : -ENOMEM;
+    if (r < 0) {
+        log_error("instance %s: cannot create disk: %s", instance->uuid, why ? why : strerror(-r));
+        create_rollback(api, instance, overlay ? overlay : "");
+        return r == -ENOTCONN ? -EIO : r;
+    }
+    *ret_failed = "domain";
+    r = render_domain(api, instance, image, overlay, &xml, &why);
+    if (r >= 0)
+        r = virt_domain_start(api->virt, xml, &why);
+    if (r < 0) {
+        log_error("instance %s: cannot start domain: %s", instance->uuid, why ? why : strerror(-r));
+        create_rollback(api, instance, overlay);
+        return r;
+    }
+    *ret_failed = "record";
+    r = store_instance_transition(api->store, instance->uuid, INSTANCE_CREATING, INSTANCE_RUNNING,
+                                  instance);
+    if (r == 0) {
+        /* Events for a CREATING record are not applied; a guest that died meanwhile shows here. */
+        VirtDomainState now;
+        if (virt_domain_state(api->virt, instance->uuid, &now, NULL) == 0 &&
+            now != VIRT_DOMAIN_RUNNING &&
+            store_instance_transition(api->store, instance->uuid, INSTANCE_RUNNING,
+                                      INSTANCE_STOPPED, instance) == 0)
+            log_warn("instance %s: stopped right after it started", instance->uuid);
+    }
+    if (r < 0) {
+        log_error("instance %s: cannot record the running domain", instance->uuid);
+        virt_domain_remove(api->virt, instance->uuid, NULL);
+        create_rollback(api, instance, overlay);
+        return -EIO;
+    }
+    return 0;
+}
+
+/*
+ * Hands a waiting pool VM of the image, size and network to the request's
+ * instance (filled in, but for its uuid): in one write transaction with
+ * the org's quota and the Idempotency-Key, so two requests never get the
+ * same VM. A standby VM is restored before the answer. -ENOENT when none
+ * is waiting (or the one taken could not be restored: it is gone, and the
+ * caller boots a new one); else as store_instance_insert_admitted().
+ */
+static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
+                       StoreInsertOptions *insert, StoreInsertResult *result,
+                       const char **ret_start)
+{
+    _cleanup_free_ StoreInstance *pooled = NULL;
+    size_t count = 0;
+    if (!api->config->pool[0] ||
+        store_instance_list(api->store, STORE_POOL_ORG, &pooled, &count) < 0)
+        return -ENOENT;
+    for (size_t i = 0; i < count; i++) {
+        const StoreInstance *p = &pooled[i];
+        if (strcmp(p->image, instance->image) != 0 || strcmp(p->size, instance->size) != 0 ||
+            strcmp(p->network, instance->network) != 0 || !store_instance_pool_ready(p))
+            continue;
+        bool standby = strcmp(p->pool, "standby") == 0;
+        StoreInstance taken = *instance;
+        memcpy(taken.uuid, p->uuid, UUID_STR_LEN);
+        taken.state = p->state;
+        taken.vcpus = p->vcpus;
+        taken.memory_mib = p->memory_mib;
+        /* Its page is on the screen already, unless this request asks for another one. */
+        taken.ready_at = instance->start_url[0] || !image->agent ? 0 : instance->created_at;
+        insert->take_pooled = true;
+        insert->pool_state = p->state;
+        int r = store_instance_insert_admitted(api->store, &taken, insert, result);
+        insert->take_pooled = false;
+        if (r == -ESTALE)
+            continue; /* another request took it first */
+        if (r < 0)
+            return r;
+        if (standby) {
+            _cleanup_free_ char *why = NULL;
+            r = virt_domain_power_on(api->virt, taken.uuid, &why);
+            if (r == 0)
+                r = store_instance_transition(api->store, taken.uuid, INSTANCE_STOPPED,
+                                              INSTANCE_RUNNING, &taken);
+            if (r == -ESTALE)
+                r = store_instance_get(api->store, taken.uuid, &taken); /* the event came first */
+            if (r < 0) {
+                log_error("instance %s: cannot restore it from standby: %s; booting another",
+                          taken.uuid, why ? why : strerror(-r));
+                api_instance_destroy(api, taken.uuid, false, "deleted: restore failed");
+                return -ENOENT;
+            }
+        }
+        *instance = taken;
+        *ret_start = standby ? "standby" : "warm";
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int api_pool_boot(Api *api, const char *uuid, const char *image_name, const char *size,
+                  bool standby)
+{
+    const Image *image = image_catalog_find(api->images, image_name);
+    SizeInfo size_info;
+    if (!image || domain_templates_describe(api->templates, size, &size_info) < 0)
+        return -EINVAL;
+    StoreInstance instance = {.state = INSTANCE_CREATING, .created_at = time(NULL)};
+    instance.updated_at = instance.created_at;
+    snprintf(instance.org_uuid, sizeof(instance.org_uuid), "%s", STORE_POOL_ORG);
+    snprintf(instance.image, sizeof(instance.image), "%s", image->name);
+    snprintf(instance.size, sizeof(instance.size), "%s", size);
+    snprintf(instance.network, sizeof(instance.network), "%s", api->config->network);
+    snprintf(instance.clipboard, sizeof(instance.clipboard), "none");
+    snprintf(instance.pool, sizeof(instance.pool), "%s", standby ? "standby" : "warm");
+    instance.vcpus = size_info.vcpus;
+    instance.memory_mib = size_info.memory_mib;
+    if (strcmp(instance.network, "egress") == 0 && !api->egress_ready)
+        return -EHOSTUNREACH;
+    /* Pool VMs count against the host (never against an org): the same limits as a create. */
+    StoreAdmission admission = {.max_instances = api->config->max_instances};
+    if (api->host_memory_mib > 0 && api->config->memory_overcommit_percent > 0)
+        admission.max_memory_mib =
+            api->host_memory_mib * api->config->memory_overcommit_percent / 100;
+    StoreInsertOptions insert = {.admission = &admission, .pool = true};
+    StoreInsertResult result = {0};
+    memcpy(instance.uuid, uuid, UUID_STR_LEN);
+    int r = store_instance_insert_admitted(api->store, &instance, &insert, &result);
+    if (r < 0)
+        return r;
+    const char *failed;
+    r = boot(api, &instance, image, &failed);
+    if (r < 0)
+        return r;
+    /* Nothing will report an image without the agent: booted is as ready as it gets. */
+    if (!image->agent)
+        store_instance_set_ready(api->store, instance.uuid, time(NULL), NULL);
+    else if (api->agents && agent_hub_watch(api->agents, instance.uuid, "") < 0)
+        log_warn("pool instance %s: cannot watch its guest agent", instance.uuid);
+    log_info("pool instance %s: booting (image %s, size %s, %s)", instance.uuid, instance.image,
+             instance.size, instance.pool);
+    return 0;
+}
+
 static void instances_create(Api *api, const char *org_uuid, const HttpRequest *request,
                              HttpResponse *response)
 {
@@ -340,10 +491,6 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
                             API_IDEMPOTENCY_KEY_MAX);
         return;
     }
-    /* Declared before the first goto, so cleanup never frees an unset pointer. */
-    _cleanup_free_ char *overlay = NULL;
-    _cleanup_free_ char *xml = NULL;
-    _cleanup_free_ char *why = NULL;
     ApiCreateRequest body = {0};
     ApiError error;
     if (api_create_request_parse(request->body, request->body_len, &body, &error) < 0) {
@@ -404,10 +551,19 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     }
     char secret[ACCESS_SECRET_LEN + 1];
     int r = access_secret_generate(secret, instance.console_hash);
-    if (r >= 0)
+    if (r < 0) {
+        internal_error(response);
+        goto cleanup;
+    }
+
+    /* A VM from the pool when one is waiting; it keeps its uuid, the rest is this request's. */
+    const char *start = "cold";
+    r = take_pooled(api, image, &instance, &insert, &result, &start);
+    if (r == -ENOENT) {
         r = uuid_generate(instance.uuid);
-    if (r >= 0)
-        r = store_instance_insert_admitted(api->store, &instance, &insert, &result);
+        if (r >= 0)
+            r = store_instance_insert_admitted(api->store, &instance, &insert, &result);
+    }
     if (r == -EDQUOT) {
         refuse_create(api, &result.refusal, response);
         goto cleanup;
@@ -422,55 +578,31 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
         goto cleanup;
     }
 
-    overlay = disk_overlay_path(api->config->data_dir, instance.uuid);
-    r = overlay ? disk_overlay_create(image->disk_path, image->disk_format, overlay, &why)
-                : -ENOMEM;
-    if (r < 0) {
-        log_error("instance %s: cannot create disk: %s", instance.uuid, why ? why : strerror(-r));
-        create_rollback(api, &instance, overlay ? overlay : "");
-        internal_error(response);
-        goto cleanup;
-    }
-    r = render_domain(api, &instance, image, overlay, &xml, &why);
-    if (r >= 0)
-        r = virt_domain_start(api->virt, xml, &why);
-    if (r < 0) {
-        log_error("instance %s: cannot start domain: %s", instance.uuid, why ? why : strerror(-r));
-        create_rollback(api, &instance, overlay);
+    if (strcmp(start, "cold") == 0) {
+        const char *failed;
+        r = boot(api, &instance, image, &failed);
         if (r == -ENOTCONN) {
             response->retry_after = 5;
             http_response_error(response, 503, "hypervisor_unavailable",
                                 "libvirt is not reachable right now; try again");
-        } else {
+            goto cleanup;
+        }
+        if (r < 0 && strcmp(failed, "domain") == 0) {
             http_response_error(response, 500, "start_failed",
                                 "the virtual machine could not be started; see the server log");
+            goto cleanup;
         }
-        goto cleanup;
+        if (r < 0) {
+            internal_error(response);
+            goto cleanup;
+        }
     }
-
-    r = store_instance_transition(api->store, instance.uuid, INSTANCE_CREATING, INSTANCE_RUNNING,
-                                  &instance);
-    if (r == 0) {
-        /* Events for a CREATING record are not applied; a guest that died meanwhile shows here. */
-        VirtDomainState now;
-        if (virt_domain_state(api->virt, instance.uuid, &now, NULL) == 0 &&
-            now != VIRT_DOMAIN_RUNNING &&
-            store_instance_transition(api->store, instance.uuid, INSTANCE_RUNNING, INSTANCE_STOPPED,
-                                      &instance) == 0)
-            log_warn("instance %s: stopped right after it started", instance.uuid);
-    }
-    if (r < 0) {
-        log_error("instance %s: cannot record the running domain", instance.uuid);
-        virt_domain_remove(api->virt, instance.uuid, NULL);
-        create_rollback(api, &instance, overlay);
-        internal_error(response);
-        goto cleanup;
-    }
-
-    if (api->agents && agent_hub_watch(api->agents, instance.uuid, instance.start_url) < 0)
+    if (api->agents && image->agent && instance.ready_at == 0 &&
+        agent_hub_watch(api->agents, instance.uuid, instance.start_url) < 0)
         log_warn("instance %s: cannot watch its guest agent; ready stays false", instance.uuid);
-    log_info("instance %s: created for org %s (image %s, size %s)", instance.uuid, org_uuid,
-             instance.image, instance.size);
+    log_info("instance %s: created for org %s (image %s, size %s, %s)", instance.uuid, org_uuid,
+             instance.image, instance.size, strcmp(start, "cold") == 0 ? "cold boot" : start);
+    response->legba_start = start;
     if (asprintf(&response->location, "/orgs/%s/api/instances/%s", org_uuid, instance.uuid) < 0)
         response->location = NULL;
     http_response_json(response, 201, instance_to_json(api, &instance, secret));

@@ -16,6 +16,8 @@
 #include "viewer.h"
 #include "virt.h"
 
+typedef struct Pool Pool;
+
 typedef struct {
     const Config *config;
     Store *store;
@@ -28,7 +30,16 @@ typedef struct {
     Viewer *viewer;          /* the console routes, and the base of access URLs */
     int64_t host_memory_mib; /* the host's RAM, for memory_overcommit_percent; 0 = unknown */
     bool egress_ready;       /* the egress rules are in place: network "egress" may be used */
+    Pool *pool;              /* NULL: no pool configured */
 } Api;
+
+/*
+ * Boots one VM for the pool (org STORE_POOL_ORG, pool "warm" or "standby")
+ * as a create would, and watches its guest until it is ready. -EDQUOT when
+ * the host's limits leave no room, -EHOSTUNREACH for egress without its
+ * rules, else -errno of the failed step (the boot is undone).
+ */
+int api_pool_boot(Api *api, const char *uuid, const char *image, const char *size, bool standby);
 
 /*
  * Renders every image in every size once, so an image whose manifest does

@@ -34,6 +34,7 @@ typedef enum {
     CONFIG_ORIGINS,       /* "" or space-separated http(s)://host[:port] */
     CONFIG_CHOICE,        /* one of the key's choices, kept as text */
     CONFIG_ENDPOINTS,     /* "" or space-separated IPV4:PORT, at most CONFIG_ENDPOINTS_MAX */
+    CONFIG_POOL,          /* "" or space-separated IMAGE:SIZE:COUNT[:standby] */
     CONFIG_BOOL,          /* yes or no */
 } ConfigType;
 
@@ -100,6 +101,10 @@ static const ConfigKey config_keys[] = {
      "empty, or 127.X.Y.Z:PORT (a loopback address and a port 1..65535)"},
     {"network", CONFIG_CHOICE, FIELD(network), 0, 0, "none or egress"},
     {"egress_destinations", CONFIG_CHOICE, FIELD(egress_destinations), 0, 0, "public or allowed"},
+    {"pool", CONFIG_POOL, FIELD(pool), 0, 0,
+     "empty, or up to 16 space-separated IMAGE:SIZE:COUNT or IMAGE:SIZE:COUNT:standby "
+     "(COUNT 1..64)"},
+    {"pool_boots", CONFIG_UNSIGNED, FIELD(pool_boots), 1, 16, "a whole number from 1 to 16"},
     {"egress_allow", CONFIG_ENDPOINTS, FIELD(egress_allow), 0, 0,
      "empty, or up to 16 space-separated IPV4:PORT (numeric address, port 1..65535)"},
     {"allow_unsafe_host", CONFIG_BOOL, FIELD(allow_unsafe_host), 0, 0, "yes or no"},
@@ -121,6 +126,7 @@ static const size_t config_strings[] = {
     FIELD(network),
     FIELD(egress_destinations),
     FIELD(egress_allow),
+    FIELD(pool),
 };
 
 static const char *const accel_names[] = {
@@ -177,6 +183,7 @@ int config_init(Config *config)
         {FIELD(network), "none"},
         {FIELD(egress_destinations), "public"},
         {FIELD(egress_allow), ""},
+        {FIELD(pool), ""},
     };
 
     Config c = {
@@ -193,6 +200,7 @@ int config_init(Config *config)
         .instance_timeout_max = 86400,
         .idle_timeout = 0,
         .terminated_retention = 3600,
+        .pool_boots = 1,
     };
     for (size_t i = 0; i < ARRAY_SIZE(defaults); i++) {
         if (util_strdup(defaults[i].value, string_field(&c, defaults[i].offset)) < 0) {
@@ -512,6 +520,64 @@ static int parse_endpoints(const char *text, char **ret)
     return 0;
 }
 
+int config_pool_next(const char **cursor, ConfigPoolEntry *ret)
+{
+    const char *p = *cursor + strspn(*cursor, " ");
+    size_t n = strcspn(p, " ");
+    if (n == 0) {
+        *cursor = p;
+        return 0;
+    }
+    char entry[CONFIG_POOL_IMAGE_MAX + CONFIG_POOL_SIZE_MAX + 32];
+    if (n >= sizeof(entry))
+        return -EINVAL;
+    memcpy(entry, p, n);
+    entry[n] = '\0';
+    /* IMAGE:SIZE:COUNT[:standby]: names of [a-z0-9._-], as image names and sizes are. */
+    char *fields[5] = {entry};
+    size_t count = 1;
+    for (char *c = entry; *c && count < 5; c++) {
+        if (*c == ':') {
+            *c = '\0';
+            fields[count++] = c + 1;
+        }
+    }
+    static const char name_chars[] = "abcdefghijklmnopqrstuvwxyz0123456789._-";
+    ConfigPoolEntry e = {0};
+    unsigned how_many;
+    if ((count != 3 && count != 4) || !*fields[0] || !*fields[1] ||
+        strlen(fields[0]) > CONFIG_POOL_IMAGE_MAX || strlen(fields[1]) > CONFIG_POOL_SIZE_MAX ||
+        strspn(fields[0], name_chars) != strlen(fields[0]) ||
+        strspn(fields[1], name_chars) != strlen(fields[1]) ||
+        parse_unsigned(fields[2], 1, 64, &how_many) < 0 ||
+        (count == 4 && strcmp(fields[3], "standby") != 0))
+        return -EINVAL;
+    snprintf(e.image, sizeof(e.image), "%s", fields[0]);
+    snprintf(e.size, sizeof(e.size), "%s", fields[1]);
+    e.count = how_many;
+    e.standby = count == 4;
+    *ret = e;
+    *cursor = p + n;
+    return 1;
+}
+
+/* Every entry well-formed, at most CONFIG_POOL_MAX, no (image, size) twice; kept as given. */
+static int parse_pool(const char *text, char **ret)
+{
+    ConfigPoolEntry seen[CONFIG_POOL_MAX], e;
+    size_t n = 0;
+    int r;
+    for (const char *cursor = text; (r = config_pool_next(&cursor, &e)) != 0;) {
+        if (r < 0 || n == CONFIG_POOL_MAX)
+            return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(seen[i].image, e.image) == 0 && strcmp(seen[i].size, e.size) == 0)
+                return -EINVAL;
+        seen[n++] = e;
+    }
+    return util_strdup(text, ret);
+}
+
 /* Parses into locals and stores only on success: a rejected value leaves the config as it was. */
 static int config_apply(Config *config, const ConfigKey *k, const char *value)
 {
@@ -539,6 +605,9 @@ static int config_apply(Config *config, const ConfigKey *k, const char *value)
         break;
     case CONFIG_ENDPOINTS:
         r = parse_endpoints(value, &text);
+        break;
+    case CONFIG_POOL:
+        r = parse_pool(value, &text);
         break;
     case CONFIG_CHOICE:
         r = -EINVAL;

@@ -52,6 +52,13 @@ typedef struct {
     char *network;
     char *egress_destinations;
     char *egress_allow;
+    /*
+     * Booted, never-used VMs kept ready per image and size: "" or
+     * space-separated IMAGE:SIZE:COUNT[:standby] (config_pool_next);
+     * standby ones are saved to disk and restored when taken.
+     */
+    char *pool;
+    unsigned pool_boots; /* pool VMs booting at once, 1 */
     AccelMode accel;
     LogLevel log_level;
     unsigned max_connections;        /* 256 */
@@ -70,6 +77,20 @@ typedef struct {
 } Config;
 
 #define CONFIG_ENDPOINTS_MAX 16
+
+#define CONFIG_POOL_MAX 16
+#define CONFIG_POOL_IMAGE_MAX 64
+#define CONFIG_POOL_SIZE_MAX 15
+
+typedef struct {
+    char image[CONFIG_POOL_IMAGE_MAX + 1];
+    char size[CONFIG_POOL_SIZE_MAX + 1];
+    unsigned count; /* 1..64 */
+    bool standby;
+} ConfigPoolEntry;
+
+/* The next entry of a pool setting at *cursor (advanced): 1, 0 at the end, -EINVAL. */
+int config_pool_next(const char **cursor, ConfigPoolEntry *ret);
 
 /* One "IPV4:PORT" of len bytes (numeric): the address in host order. -EINVAL. */
 int config_endpoint_parse(const char *text, size_t len, uint32_t *ret_address, uint16_t *ret_port);

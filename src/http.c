@@ -162,6 +162,8 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, HttpResp
     if (out->www_authenticate)
         MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"legba\"");
+    if (out->legba_start)
+        MHD_add_response_header(response, "Legba-Start", out->legba_start);
     if (out->retry_after > 0) {
         char seconds[16];
         snprintf(seconds, sizeof(seconds), "%u", out->retry_after);

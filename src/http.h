@@ -48,6 +48,7 @@ typedef struct {
     const char *allow; /* static string for 405 */
     bool www_authenticate;
     unsigned retry_after;      /* seconds; 0 = no Retry-After header */
+    const char *legba_start;   /* static Legba-Start header (how a create started), or NULL */
     const char *cache_control; /* static; NULL: no-store */
     const char *csp;           /* static Content-Security-Policy for a page, or NULL */
     char *set_cookie;          /* malloc'd Set-Cookie value, or NULL */

@@ -203,8 +203,8 @@ static bool text_has_control(const char *text)
 static int manifest_check_duplicates(const cJSON *root, char **ret_error)
 {
     static const char *const known[] = {
-        "schema", "name",    "description",   "boot",     "disk",     "disk_format", "kernel",
-        "initrd", "cmdline", "recipe_sha256", "built_at", "disk_bus", "firmware",
+        "schema", "name",   "description", "boot",          "disk",     "disk_format", "kernel",
+        "agent",  "initrd", "cmdline",     "recipe_sha256", "built_at", "disk_bus",    "firmware",
     };
     for (size_t k = 0; k < ARRAY_SIZE(known); k++) {
         unsigned seen = 0;
@@ -430,6 +430,11 @@ int image_manifest_parse(const char *json, size_t len, const char *image_dir, Im
     image->uefi = firmware && strcmp(firmware, "uefi") == 0;
     if (image->uefi && image->boot != IMAGE_BOOT_FIRMWARE)
         return manifest_error(ret_error, "field 'firmware' applies to \"boot\": \"firmware\" only");
+
+    const cJSON *agent = cJSON_GetObjectItemCaseSensitive(root, "agent");
+    if (agent && !cJSON_IsBool(agent))
+        return manifest_error(ret_error, "field 'agent' must be true or false");
+    image->agent = agent ? cJSON_IsTrue(agent) : image->boot == IMAGE_BOOT_KERNEL;
 
     r = manifest_parse_kernel(root, image_dir, dir_len, image, ret_error);
     if (r < 0)

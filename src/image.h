@@ -27,6 +27,11 @@ typedef struct {
     char *cmdline;     /* or NULL */
     bool disk_sata;    /* "disk_bus": "sata" for guests without virtio drivers (Windows) */
     bool uefi;         /* "firmware": "uefi" (OVMF) instead of "bios"; firmware boot only */
+    /*
+     * "agent": whether the guest runs legba's agent (readiness, start_url).
+     * Default: true for kernel boot (legba's images), false for firmware boot.
+     */
+    bool agent;
 } Image;
 
 typedef struct ImageCatalog ImageCatalog;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "pool.h"
 #include "reconcile.h"
 #include "util.h"
 
@@ -83,8 +84,8 @@ static void sweep(Janitor *j)
         bool live = in->state == INSTANCE_RUNNING || in->state == INSTANCE_STOPPED;
         if (live && in->expires_at && in->expires_at <= now) {
             end(j, in, "expired");
-        } else if (in->state == INSTANCE_RUNNING && config->idle_timeout > 0 && next &&
-                   now - last_viewed(j, in, now, next, &n_next) >= config->idle_timeout) {
+        } else if (in->state == INSTANCE_RUNNING && !in->pool[0] && config->idle_timeout > 0 &&
+                   next && now - last_viewed(j, in, now, next, &n_next) >= config->idle_timeout) {
             end(j, in, "ended: no viewer for idle_timeout");
         } else if (in->state == INSTANCE_TERMINATED) {
             /*
@@ -101,6 +102,7 @@ static void sweep(Janitor *j)
                          config->terminated_retention);
         }
     }
+    pool_sweep(j->api->pool, instances, count);
     if (j->sweeps++ % JANITOR_IDEMPOTENCY_EVERY == 0) {
         int removed = store_idempotency_expire(j->api->store, now - JANITOR_IDEMPOTENCY_TTL_S);
         if (removed > 0)

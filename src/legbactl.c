@@ -411,6 +411,50 @@ static int run_instance_list(Store *store, const Args *args, cJSON **ret_output)
                        ret_output);
 }
 
+/* Pool instances counted by image, size and mode: ready to be taken, or on their way. */
+static int run_pool_list(Store *store, const Args *args, cJSON **ret_output)
+{
+    _cleanup_free_ StoreInstance *instances = NULL;
+    size_t count = 0;
+    int r = store_instance_list(store, STORE_POOL_ORG, &instances, &count);
+    if (r < 0)
+        return fail("cannot list the pool: %s", store_strerror(r));
+    _cleanup_json_ cJSON *json = cJSON_CreateObject();
+    cJSON *array = json ? cJSON_AddArrayToObject(json, "pool") : NULL;
+    if (!array)
+        return fail("out of memory");
+    size_t groups = 0;
+    for (size_t i = 0; i < count; i++) {
+        const StoreInstance *in = &instances[i];
+        if (in->state == INSTANCE_TERMINATED || in->state == INSTANCE_DELETING)
+            continue;
+        cJSON *group = NULL, *item;
+        cJSON_ArrayForEach(item, array)
+        {
+            if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(item, "image")), in->image) == 0 &&
+                strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(item, "size")), in->size) == 0 &&
+                strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(item, "mode")), in->pool) == 0)
+                group = item;
+        }
+        if (!group) {
+            if (!(group = cJSON_CreateObject()) || !cJSON_AddItemToArray(array, group) ||
+                !cJSON_AddStringToObject(group, "image", in->image) ||
+                !cJSON_AddStringToObject(group, "size", in->size) ||
+                !cJSON_AddStringToObject(group, "mode", in->pool) ||
+                !cJSON_AddNumberToObject(group, "ready", 0) ||
+                !cJSON_AddNumberToObject(group, "booting", 0))
+                return fail("out of memory");
+            groups++;
+        }
+        cJSON *n = cJSON_GetObjectItem(group, store_instance_pool_ready(in) ? "ready" : "booting");
+        cJSON_SetNumberValue(n, n->valuedouble + 1);
+    }
+    if (!cJSON_AddNumberToObject(json, "total", (double)groups))
+        return fail("out of memory");
+    *ret_output = TAKE_PTR(json);
+    return 0;
+}
+
 static const Command commands[] = {
     {"org", "create", "NAME", ORG_NONE, check_org_name, run_org_create,
      "create an org and its first API token",
@@ -454,6 +498,12 @@ static const Command commands[] = {
      "Lists tokens, every org's or one org's, oldest first. Neither the token\n"
      "nor its hash is shown.\n\n"
      "Prints {\"tokens\":[{\"token_id\",\"org_uuid\",\"created_at\"}],\"total\":N}.\n",
+     false},
+    {"pool", "list", NULL, ORG_NONE, NULL, run_pool_list, "count the pool's VMs",
+     "Counts the VMs waiting in the pool (legbad's `pool` setting) by image,\n"
+     "size and mode (warm or standby): ready to be taken, or still booting or\n"
+     "being saved.\n\n"
+     "Prints {\"pool\":[{\"image\",\"size\",\"mode\",\"ready\",\"booting\"}],\"total\":N}.\n",
      false},
     {"instance", "list", NULL, ORG_OPTIONAL, NULL, run_instance_list, "list instances on record",
      "Lists the instances the store holds, every org's or one org's, oldest\n"

@@ -21,6 +21,7 @@
 #include "install.h"
 #include "janitor.h"
 #include "log.h"
+#include "pool.h"
 #include "reconcile.h"
 #include "store.h"
 #include "template.h"
@@ -325,6 +326,7 @@ int main(int argc, char **argv)
     AgentHub *agents = NULL;
     ConsoleRelay *consoles = NULL;
     Janitor *janitor = NULL;
+    Pool *pool = NULL;
     _cleanup_free_ char *error = NULL;
     _cleanup_free_ char *base_template = NULL, *tls_cert = NULL, *tls_key = NULL;
     _cleanup_free_ char *accel_reason = NULL;
@@ -489,6 +491,11 @@ int main(int argc, char **argv)
         log_error("%s", error ? error : strerror(-r));
         goto out;
     }
+    /* Even with no pool configured: it removes what an earlier config left in it. */
+    r = pool_new(&api, &pool);
+    if (r < 0)
+        goto out;
+    api.pool = pool;
     r = janitor_start(&api, &janitor);
     if (r < 0) {
         log_error("cannot start the janitor thread: %s", strerror(-r));
@@ -510,6 +517,7 @@ int main(int argc, char **argv)
 
 out:
     janitor_stop(janitor);
+    pool_free(pool);
     /* Consoles first: libmicrohttpd must get every upgraded socket back before it stops. */
     console_relay_stop(consoles);
     http_server_stop(server);

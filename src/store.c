@@ -15,7 +15,7 @@
  *                                                         "start_url","ready_at",
  *                                                         "console_hash","expires_at",
  *                                                         "vcpus","memory_mib",
- *                                                         "network","clipboard"}
+ *                                                         "network","clipboard","pool"}
  *   org_instances  org_uuid ‖ instance_uuid (72 bytes)   empty
  *   idempotency    org_uuid ‖ SHA-256 hex of an           {"instance_uuid","body_hash",
  *                  Idempotency-Key (100 bytes)             "created_at"}
@@ -815,8 +815,8 @@ static const RecordType instance_record = {
      FIELD(StoreInstance, console_hash, FIELD_OPT_TEXT),
      FIELD(StoreInstance, expires_at, FIELD_OPT_TIME), FIELD(StoreInstance, vcpus, FIELD_OPT_TIME),
      FIELD(StoreInstance, memory_mib, FIELD_OPT_TIME),
-     FIELD(StoreInstance, network, FIELD_OPT_TEXT),
-     FIELD(StoreInstance, clipboard, FIELD_OPT_TEXT)},
+     FIELD(StoreInstance, network, FIELD_OPT_TEXT), FIELD(StoreInstance, clipboard, FIELD_OPT_TEXT),
+     FIELD(StoreInstance, pool, FIELD_OPT_TEXT)},
 };
 
 /* The org_instances key for an instance: org_uuid ‖ instance_uuid. */
@@ -1045,6 +1045,13 @@ int store_token_list(Store *store, const char *org_uuid, StoreToken **ret_tokens
 
 /* --- instances ----------------------------------------------------------------------------- */
 
+bool store_instance_pool_ready(const StoreInstance *instance)
+{
+    if (strcmp(instance->pool, "warm") == 0)
+        return instance->state == INSTANCE_RUNNING && instance->ready_at != 0;
+    return strcmp(instance->pool, "standby") == 0 && instance->state == INSTANCE_STOPPED;
+}
+
 int store_instance_insert(Store *store, const StoreInstance *instance)
 {
     return store_instance_insert_admitted(store, instance, NULL, NULL);
@@ -1056,7 +1063,9 @@ typedef struct {
     int64_t org_instances, org_vcpus, org_memory_mib;
 } Usage;
 
-static int usage_scan(Store *store, MDB_txn *txn, const char *org_uuid, Usage *ret)
+/* Every live instance but `except` (NULL: none) counts. */
+static int usage_scan(Store *store, MDB_txn *txn, const char *org_uuid, const char *except,
+                      Usage *ret)
 {
     Usage u = {0};
     _cleanup_cursor_ MDB_cursor *cursor = NULL;
@@ -1071,7 +1080,7 @@ static int usage_scan(Store *store, MDB_txn *txn, const char *org_uuid, Usage *r
         r = record_parse(&instance_record, &key, &data, &in);
         if (r < 0)
             return r;
-        if (in.state == INSTANCE_TERMINATED)
+        if (in.state == INSTANCE_TERMINATED || (except && strcmp(in.uuid, except) == 0))
             continue;
         u.host_instances++;
         u.host_memory_mib += in.memory_mib;
@@ -1190,10 +1199,35 @@ int store_idempotency_expire(Store *store, int64_t before)
     return r < 0 ? r : removed;
 }
 
+/*
+ * For take_pooled: the pool instance must still wait in the pool, in the
+ * expected state; its index entry under the pool org goes.
+ */
+static int pool_release(Store *store, MDB_txn *txn, const StoreInstance *in, InstanceState expected)
+{
+    StoreInstance pooled;
+    MDB_val key = record_key(&instance_record, in), data;
+    int r = store_error(mdb_get(txn, store->instances, &key, &data));
+    if (r == -ENOENT)
+        return -ESTALE;
+    if (r < 0)
+        return r;
+    r = record_parse(&instance_record, &key, &data, &pooled);
+    if (r < 0)
+        return r;
+    if (!pooled.pool[0] || pooled.state != expected || strcmp(pooled.image, in->image) != 0 ||
+        strcmp(pooled.size, in->size) != 0)
+        return -ESTALE;
+    char buf[ORG_INSTANCE_KEY_LEN];
+    MDB_val index = org_instance_key(&pooled, buf);
+    return store_error(mdb_del(txn, store->org_instances, &index, NULL));
+}
+
 int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
                                    const StoreInsertOptions *options, StoreInsertResult *ret_result)
 {
     const StoreAdmission *admission = options ? options->admission : NULL;
+    bool pool = options && options->pool, take = options && options->take_pooled;
     if (options && options->idempotency_key &&
         (strlen(options->idempotency_key) != STORE_HASH_HEX_LEN || !options->body_hash ||
          strlen(options->body_hash) != STORE_HASH_HEX_LEN))
@@ -1203,6 +1237,10 @@ int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
     int r = record_check(&instance_record, instance, &in);
     if (r < 0)
         return r;
+    /* Only the pool's own inserts are of the pool org, and they are in the pool. */
+    if ((pool && (take || strcmp(in.org_uuid, STORE_POOL_ORG) != 0 || !in.pool[0])) ||
+        (!pool && (in.pool[0] || strcmp(in.org_uuid, STORE_POOL_ORG) == 0)))
+        return -EINVAL;
     _cleanup_json_ cJSON *json = NULL;
     r = record_encode(&instance_record, &in, &json);
     if (r < 0)
@@ -1212,17 +1250,25 @@ int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
     r = txn_begin(store, true, &txn);
     if (r < 0)
         return r;
-    StoreOrg org;
-    MDB_val org_key = {.mv_size = UUID_KEY_LEN, .mv_data = in.org_uuid}, org_data;
-    r = store_error(mdb_get(txn, store->orgs, &org_key, &org_data));
-    if (r < 0)
-        return r;
-    r = record_parse(&org_record, &org_key, &org_data, &org);
-    if (r < 0)
-        return r;
+    /* The pool has no org record, and no quota: only the host's limits apply to it. */
+    StoreOrg org = {0};
+    if (!pool) {
+        MDB_val org_key = {.mv_size = UUID_KEY_LEN, .mv_data = in.org_uuid}, org_data;
+        r = store_error(mdb_get(txn, store->orgs, &org_key, &org_data));
+        if (r < 0)
+            return r;
+        r = record_parse(&org_record, &org_key, &org_data, &org);
+        if (r < 0)
+            return r;
+    }
     /* A retried request finds its instance even when the limits are reached meanwhile. */
     if (options && options->idempotency_key) {
         r = idempotency_claim(store, txn, &in, options, ret_result);
+        if (r < 0)
+            return r;
+    }
+    if (take) {
+        r = pool_release(store, txn, &in, options->pool_state);
         if (r < 0)
             return r;
     }
@@ -1230,7 +1276,7 @@ int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
         /* Counted inside the write transaction, so concurrent creates cannot overshoot. */
         Usage usage;
         StoreRefusal refusal;
-        r = usage_scan(store, txn, in.org_uuid, &usage);
+        r = usage_scan(store, txn, in.org_uuid, take ? in.uuid : NULL, &usage);
         if (r < 0)
             return r;
         if (admission_check(admission, &org.quota, &usage, &in, &refusal)) {
@@ -1240,7 +1286,7 @@ int store_instance_insert_admitted(Store *store, const StoreInstance *instance,
         }
     }
     MDB_val key = record_key(&instance_record, &in);
-    r = put_json(txn, store->instances, &key, json, MDB_NOOVERWRITE);
+    r = put_json(txn, store->instances, &key, json, take ? 0 : MDB_NOOVERWRITE);
     if (r < 0)
         return r;
     MDB_val index = org_instance_key(&in, index_buf);

@@ -96,7 +96,21 @@ typedef struct {
     /* Fixed at create: the guest's network mode and what its clipboard lets through. */
     char network[STORE_MODE_MAX + 1];
     char clipboard[STORE_MODE_MAX + 1];
+    /*
+     * "warm" or "standby" while the instance waits in the pool (its org is
+     * STORE_POOL_ORG, no org sees it); "" once an org has it.
+     */
+    char pool[STORE_MODE_MAX + 1];
 } StoreInstance;
+
+/*
+ * Whether a pool instance can be handed out: warm, running and ready (an
+ * image without the agent is ready once booted); standby, saved.
+ */
+bool store_instance_pool_ready(const StoreInstance *instance);
+
+/* The org of pool instances: no org has this uuid (version 0), so no token reaches them. */
+#define STORE_POOL_ORG "00000000-0000-0000-0000-000000000000"
 
 const char *instance_state_to_string(InstanceState state);
 /* -EINVAL for an unknown name. */
@@ -143,6 +157,15 @@ typedef struct {
      */
     const char *idempotency_key;
     const char *body_hash;
+    /* The instance is for the pool (org STORE_POOL_ORG): host limits only. */
+    bool pool;
+    /*
+     * Hand this pool instance (same uuid) to the instance's org instead of
+     * inserting: -ESTALE unless it is still in the pool, in the state given
+     * as pool_state; it counts against the host already, the org from now.
+     */
+    bool take_pooled;
+    InstanceState pool_state;
 } StoreInsertOptions;
 
 typedef struct {

@@ -307,13 +307,20 @@ void virt_close(Virt *virt)
  * Undefine, dropping any firmware variables too. Drivers without NVRAM
  * support (the test driver) refuse the flag, so fall back to the plain call.
  */
+/* With its UEFI variables and its saved state (a standby pool VM's RAM), where it has them. */
 static int undefine(virDomainPtr dom)
 {
-    if (virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_NVRAM) == 0)
-        return 0;
-    virErrorPtr err = virGetLastError();
-    if (!err || (err->code != VIR_ERR_INVALID_ARG && err->code != VIR_ERR_NO_SUPPORT))
-        return -1;
+    static const unsigned flags[] = {
+        VIR_DOMAIN_UNDEFINE_NVRAM | VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+        VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+        if (virDomainUndefineFlags(dom, flags[i]) == 0)
+            return 0;
+        virErrorPtr err = virGetLastError();
+        if (!err || (err->code != VIR_ERR_INVALID_ARG && err->code != VIR_ERR_NO_SUPPORT))
+            return -1;
+    }
     return virDomainUndefine(dom);
 }
 
@@ -461,6 +468,21 @@ static int set_power(Virt *virt, const char *instance_uuid, bool on, char **ret_
     bool active = virDomainIsActive(dom) == 1;
     if (active != on && (on ? virDomainCreate(dom) : virDomainDestroy(dom)) < 0) {
         set_error(ret_error, on ? "power on" : "power off");
+        r = -EIO;
+    }
+    virDomainFree(dom);
+    return r;
+}
+
+int virt_domain_save(Virt *virt, const char *instance_uuid, char **ret_error)
+{
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, ret_error);
+    if (!dom)
+        return r;
+    r = 0;
+    if (virDomainManagedSave(dom, 0) < 0) {
+        set_error(ret_error, "save domain");
         r = -EIO;
     }
     virDomainFree(dom);

@@ -77,6 +77,12 @@ int virt_domain_remove(Virt *virt, const char *instance_uuid, char **ret_error);
  * are local; 0 when there was nothing, else -errno of the first failure.
  */
 int virt_domain_log_remove(Virt *virt, const char *instance_uuid);
+/*
+ * Saves a running domain's RAM to disk and stops it (libvirt's managed
+ * save): the next power on restores it as it was. Removing the domain
+ * removes the saved state too.
+ */
+int virt_domain_save(Virt *virt, const char *instance_uuid, char **ret_error);
 /* Pulls the plug (the domain stays defined, its disk stays) or starts it again. -ENOENT. */
 int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error);
 int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error);

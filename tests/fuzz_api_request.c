@@ -71,9 +71,9 @@ static void check_url(const char *url)
     CHECK(api_url_is_valid(url, NULL) == valid);
 }
 
-static const char *const error_codes[] = {"invalid_json", "unknown_field",     "missing_field",
-                                          "invalid_type", "invalid_start_url", "invalid_timeout",
-                                          "internal"};
+static const char *const error_codes[] = {
+    "invalid_json",      "unknown_field",   "missing_field",     "invalid_type",
+    "invalid_start_url", "invalid_timeout", "invalid_clipboard", "internal"};
 
 static void check_error(int r, const ApiError *error)
 {
@@ -177,6 +177,15 @@ static int parse_and_check(const char *body, size_t len, char **ret_start_url)
         CHECK(!url || cJSON_IsNull(url));
     }
     check_timeout(root, request.timeout_seconds, true);
+    /* clipboard: one of the three modes, the body's own or "none" when it gave none. */
+    const cJSON *clipboard = cJSON_GetObjectItemCaseSensitive(root, "clipboard");
+    CHECK(request.clipboard &&
+          (strcmp(request.clipboard, "none") == 0 || strcmp(request.clipboard, "to_vm") == 0 ||
+           strcmp(request.clipboard, "both") == 0));
+    if (clipboard && !cJSON_IsNull(clipboard))
+        CHECK(cJSON_IsString(clipboard) && strcmp(clipboard->valuestring, request.clipboard) == 0);
+    else
+        CHECK(strcmp(request.clipboard, "none") == 0);
     cJSON_Delete(root);
 
     if (ret_start_url) {

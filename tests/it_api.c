@@ -1760,6 +1760,128 @@ static int put_back_legbad(void **state)
     return harness_legbad_stop_free(&it.legbad) == 0 ? 0 : -1;
 }
 
+/* legbactl pool list: the ready and booting counts of one group (-1 when it has none). */
+static void pool_counts(const char *size, const char *mode, int *ret_ready, int *ret_booting)
+{
+    cJSON *json = NULL;
+    assert_int_equal(harness_legbactl(it.data_dir, HARNESS_LIST("pool", "list"), &json), 0);
+    *ret_ready = *ret_booting = -1;
+    const cJSON *group;
+    cJSON_ArrayForEach(group, cJSON_GetObjectItemCaseSensitive(json, "pool"))
+    {
+        if (strcmp(harness_json_string(group, "size"), size) == 0 &&
+            strcmp(harness_json_string(group, "mode"), mode) == 0) {
+            *ret_ready = (int)cJSON_GetObjectItemCaseSensitive(group, "ready")->valuedouble;
+            *ret_booting = (int)cJSON_GetObjectItemCaseSensitive(group, "booting")->valuedouble;
+        }
+    }
+    cJSON_Delete(json);
+}
+
+/* Waits (5 s at most) until the pool group has want VMs ready and none on the way. */
+static void wait_pool(const char *size, const char *mode, int want)
+{
+    int ready = -1, booting = -1;
+    for (int i = 0; i < 100; i++) {
+        pool_counts(size, mode, &ready, &booting);
+        if (ready == want && booting <= 0)
+            return;
+        usleep(50 * 1000);
+    }
+    fail_msg("pool %s %s: %d ready, %d booting; %d ready expected", size, mode, ready, booting,
+             want);
+}
+
+/* POSTs a tiny instance of the size for org a: 201, and how it started (Legba-Start). */
+static void create_started(const char *size, const char *want_start, char ret_uuid[UUID_LEN + 1])
+{
+    char path[160], body[96];
+    HarnessResponse resp = {0};
+    path_instances(path, sizeof(path), it.a.uuid);
+    snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"%s\"}", size);
+    request(it.a.auth, "POST", path, body, &resp);
+    assert_status(&resp, 201);
+    check_instance_object(resp.json, "tiny", size, "running", 3600);
+    const char *start = harness_header(&resp, "Legba-Start");
+    if (!start || strcmp(start, want_start) != 0)
+        fail_msg("%s create started %s, %s expected", size, start ? start : "(no header)",
+                 want_start);
+    snprintf(ret_uuid, UUID_LEN + 1, "%s", harness_json_string(resp.json, "instance_uuid"));
+    harness_response_done(&resp);
+}
+
+/*
+ * The pool on the fake driver: warm and standby VMs wait out of every
+ * org's sight, a create takes one (its quota checked at that moment) and
+ * the pool refills; a size without a pool boots cold; a pool the config
+ * no longer asks for is emptied.
+ */
+static void api_pool(void **state)
+{
+    char conf[512], path[160], warm[UUID_LEN + 1], standby[UUID_LEN + 1], cold[UUID_LEN + 1];
+    HarnessResponse resp = {0};
+    snprintf(conf, sizeof(conf), "%s/pool.conf", it.dir);
+    FILE *f = fopen(conf, "we");
+    assert_non_null(f);
+    fprintf(f, "pool = tiny:small:2 tiny:medium:1:standby\npool_boots = 2\n");
+    fclose(f);
+    start_special_legbad("legbad-pool.log", HARNESS_LIST("--config", conf));
+    wait_pool("small", "warm", 2);
+    wait_pool("medium", "standby", 1);
+
+    /* Nobody's: no org lists them, and each is a live instance of the pool org. */
+    path_instances(path, sizeof(path), it.a.uuid);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_status(&resp, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(resp.json, "instances")), 0);
+    harness_response_done(&resp);
+
+    create_started("small", "warm", warm);
+    create_started("medium", "standby", standby);
+    create_started("large", "cold", cold);
+    request(it.a.auth, "GET", path, NULL, &resp);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(resp.json, "instances")), 3);
+    harness_response_done(&resp);
+    assert_true(harness_log_contains(it.legbad->log_path, "(image tiny, size small, warm)"));
+    /* Taken ones are the org's now; the pool boots replacements. */
+    wait_pool("small", "warm", 2);
+    wait_pool("medium", "standby", 1);
+
+    /* The org's quota is checked when it takes one: a refusal leaves the pool as it was. */
+    assert_int_equal(
+        harness_legbactl(it.data_dir,
+                         HARNESS_LIST("org", "quota", "--org", it.a.uuid, "--instances", "3"),
+                         NULL),
+        0);
+    request(it.a.auth, "POST", path, "{\"image\":\"tiny\",\"size\":\"small\"}", &resp);
+    assert_error(&resp, 429, "quota_exceeded");
+    harness_response_done(&resp);
+    wait_pool("small", "warm", 2);
+    assert_int_equal(
+        harness_legbactl(it.data_dir,
+                         HARNESS_LIST("org", "quota", "--org", it.a.uuid, "--instances", "0"),
+                         NULL),
+        0);
+    delete_instance(&it.a, warm);
+    delete_instance(&it.a, standby);
+    delete_instance(&it.a, cold);
+
+    /* Without a pool in the config, what waits in it goes. */
+    start_special_legbad("legbad-no-pool.log", HARNESS_LIST("--accel", "tcg"));
+    for (int i = 0; i < 100; i++) {
+        int ready, booting;
+        pool_counts("small", "warm", &ready, &booting);
+        if (ready < 0)
+            break;
+        usleep(50 * 1000);
+    }
+    cJSON *json = NULL;
+    assert_int_equal(harness_legbactl(it.data_dir, HARNESS_LIST("pool", "list"), &json), 0);
+    assert_int_equal((int)cJSON_GetObjectItem(json, "total")->valuedouble, 0);
+    cJSON_Delete(json);
+    assert_int_equal(overlay_count(), 0);
+}
+
 /* POST session with this Origin line is refused as origin_refused, and sets no cookie. */
 static void check_origin_refused(const char *file, int line, const HarnessConsole *console,
                                  const char *origin_line)
@@ -2589,6 +2711,7 @@ int main(void)
         cmocka_unit_test_setup(api_sizes_and_images, revive_legbad),
         cmocka_unit_test_setup(api_catalog_and_start_url, revive_legbad),
         cmocka_unit_test_setup(api_network_and_clipboard, revive_legbad),
+        cmocka_unit_test_setup_teardown(api_pool, revive_legbad, put_back_legbad),
         cmocka_unit_test_setup(api_console_access_url, revive_legbad),
         cmocka_unit_test_setup(api_console_files, revive_legbad),
         cmocka_unit_test_setup(api_console_session, revive_legbad),

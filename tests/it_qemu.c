@@ -56,16 +56,23 @@ static void silence(void *userdata, virErrorPtr error)
 {
 }
 
-static int start_legbad(void)
+/* legbad on qemu:///system, with a config file when config is not NULL. */
+static int start_legbad_with(const char *config, const char *log_name)
 {
     HarnessLegbadOptions options = {
         .dir = q.dir,
         .data_dir = q.data_dir,
         .images_dir = q.images_dir,
         .libvirt_uri = QEMU_URI,
-        .log_name = "legbad.log",
+        .log_name = log_name,
+        .extra_args = config ? HARNESS_LIST("--config", config) : NULL,
     };
     return harness_legbad_start(&options, &q.legbad);
+}
+
+static int start_legbad(void)
+{
+    return start_legbad_with(NULL, "legbad.log");
 }
 
 static int group_setup(void **state)
@@ -764,6 +771,150 @@ static void test_stop_start_real(void **state)
 }
 
 /* timeout_seconds 3: the janitor destroys process, domain and disk; the record says terminated. */
+/* The pool's instances on record (legbactl instance list), as "uuid state" lines, sorted. */
+static char *pool_records(void)
+{
+    cJSON *json = NULL;
+    assert_int_equal(harness_legbactl(q.data_dir, HARNESS_LIST("instance", "list"), &json), 0);
+    char *text = calloc(1, 4096);
+    assert_non_null(text);
+    const cJSON *in;
+    cJSON_ArrayForEach(in, cJSON_GetObjectItem(json, "instances"))
+    {
+        if (strcmp(harness_json_string(in, "org_uuid"), STORE_POOL_ORG) != 0)
+            continue;
+        size_t used = strlen(text);
+        snprintf(text + used, 4096 - used, "%s %s %s\n", harness_json_string(in, "instance_uuid"),
+                 harness_json_string(in, "size"), harness_json_string(in, "state"));
+    }
+    cJSON_Delete(json);
+    return text;
+}
+
+/* Waits until legbactl pool list shows want ready VMs of the size and mode, none on the way. */
+static void wait_pool_ready(const char *size, const char *mode, int want, int seconds)
+{
+    long long deadline = harness_now_ms() + seconds * 1000LL;
+    for (;;) {
+        cJSON *json = NULL;
+        assert_int_equal(harness_legbactl(q.data_dir, HARNESS_LIST("pool", "list"), &json), 0);
+        int ready = 0, booting = 0;
+        const cJSON *group;
+        cJSON_ArrayForEach(group, cJSON_GetObjectItem(json, "pool"))
+        {
+            if (strcmp(harness_json_string(group, "size"), size) == 0 &&
+                strcmp(harness_json_string(group, "mode"), mode) == 0) {
+                ready = (int)cJSON_GetObjectItem(group, "ready")->valuedouble;
+                booting = (int)cJSON_GetObjectItem(group, "booting")->valuedouble;
+            }
+        }
+        cJSON_Delete(json);
+        if (ready == want && booting == 0)
+            return;
+        if (harness_now_ms() > deadline)
+            fail_msg("pool %s %s: %d ready, %d booting after %d s (%d expected)", size, mode, ready,
+                     booting, seconds, want);
+        usleep(200 * 1000);
+    }
+}
+
+/* POST tiny of the size: 201 started as want_start; the ms it took. */
+static long long create_pooled(const char *size, const char *want_start, char ret[UUID_STR_LEN])
+{
+    char path[128], body[96];
+    HarnessResponse resp = {0};
+    snprintf(path, sizeof(path), "/orgs/%s/api/instances", q.org.uuid);
+    snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"%s\"}", size);
+    long long t0 = harness_now_ms();
+    assert_int_equal(harness_http(q.legbad->port, "POST", path,
+                                  HARNESS_LIST(q.org.auth, "Content-Type: application/json"), body,
+                                  strlen(body), &resp),
+                     0);
+    long long took = harness_now_ms() - t0;
+    assert_http_status(&resp, 201);
+    const char *start = harness_header(&resp, "Legba-Start");
+    if (!start || strcmp(start, want_start) != 0)
+        fail_msg("%s create started %s, %s expected", size, start ? start : "(none)", want_start);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "status")), "running");
+    snprintf(ret, UUID_STR_LEN, "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
+    harness_response_done(&resp);
+    return took;
+}
+
+/*
+ * The pool on real QEMU: a warm VM runs and a standby one is saved to disk
+ * (no QEMU process) while they wait; a restart of legbad adopts both as
+ * they are; a create takes each (the standby one is restored and runs),
+ * the pool refills, and once the config drops the pool its VMs go.
+ */
+static void test_pool_real(void **state)
+{
+    char conf[512], warm[UUID_STR_LEN], standby[UUID_STR_LEN];
+    snprintf(conf, sizeof(conf), "%s/pool.conf", q.dir);
+    FILE *f = fopen(conf, "we");
+    assert_non_null(f);
+    fprintf(f, "pool = tiny:small:1 tiny:medium:1:standby\npool_boots = 2\n");
+    fclose(f);
+    assert_int_equal(harness_legbad_stop_free(&q.legbad), 0);
+    assert_int_equal(start_legbad_with(conf, "legbad-pool.log"), 0);
+    wait_pool_ready("small", "warm", 1, 120);
+    wait_pool_ready("medium", "standby", 1, 120);
+
+    /* Adopted as they are by the next legbad: the same VMs, nothing booted again. */
+    char *before = pool_records();
+    assert_int_equal(harness_legbad_stop_free(&q.legbad), 0);
+    assert_int_equal(start_legbad_with(conf, "legbad-pool-2.log"), 0);
+    wait_pool_ready("small", "warm", 1, 30);
+    wait_pool_ready("medium", "standby", 1, 30);
+    char *after = pool_records();
+    assert_string_equal(before, after);
+    print_message("pool after a restart:\n%s", after);
+    free(before);
+    free(after);
+
+    long long warm_ms = create_pooled("small", "warm", warm);
+    long long standby_ms = create_pooled("medium", "standby", standby);
+    print_message("POST -> 201: warm %lld ms, standby (restored) %lld ms\n", warm_ms, standby_ms);
+    const char *const taken[] = {warm, standby};
+    for (size_t i = 0; i < 2; i++) {
+        pid_t pid = qemu_pid(taken[i]);
+        assert_true(pid > 0);
+        assert_true(qemu_runs(pid, taken[i]));
+        virDomainPtr dom = lookup(taken[i]);
+        assert_non_null(dom);
+        assert_int_equal(virDomainHasManagedSaveImage(dom, 0), 0);
+        virDomainFree(dom);
+        assert_true(record_listed_by_legbactl(taken[i]));
+    }
+    wait_pool_ready("small", "warm", 1, 120);
+    wait_pool_ready("medium", "standby", 1, 120);
+
+    /* DELETE of a taken one is a DELETE; a config without the pool empties it. */
+    for (size_t i = 0; i < 2; i++) {
+        HarnessResponse resp = {0};
+        assert_int_equal(request("DELETE", taken[i], &resp), 0);
+        assert_http_status(&resp, 204);
+        harness_response_done(&resp);
+        assert_false(domain_exists(taken[i]));
+    }
+    assert_int_equal(harness_legbad_stop_free(&q.legbad), 0);
+    assert_int_equal(start_legbad(), 0);
+    long long deadline = harness_now_ms() + 60000;
+    char *left = pool_records();
+    while (left[0] && harness_now_ms() < deadline) {
+        free(left);
+        usleep(200 * 1000);
+        left = pool_records();
+    }
+    if (left[0])
+        fail_msg("the pool was not emptied:\n%s", left);
+    free(left);
+    _cleanup_free_ char *instances_dir = NULL;
+    assert_true(asprintf(&instances_dir, "%s/instances", q.data_dir) > 0);
+    assert_int_equal(harness_count_files(instances_dir, ".qcow2"), 0);
+}
+
 static void test_expiry_real(void **state)
 {
     char uuid[UUID_STR_LEN], path[128], needle[96];
@@ -1174,6 +1325,7 @@ int main(void)
         cmocka_unit_test(test_check_host),
         cmocka_unit_test(test_unsafe_host_refused),
         cmocka_unit_test(test_create_console_delete),
+        cmocka_unit_test(test_pool_real),
         cmocka_unit_test(test_uefi_sata_image),
         cmocka_unit_test(test_restart_reconciles),
         cmocka_unit_test(test_stop_start_real),

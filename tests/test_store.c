@@ -1451,6 +1451,69 @@ static void test_instance_insert_capped(void **state)
     assert_int_equal(insert_capped(f->store, &two, 0), 0);
 }
 
+/*
+ * The pool: its inserts are of the pool org and host limits only; taking
+ * one hands the same record (same uuid) to an org in one transaction, with
+ * the org's quota, and only while it still waits in the pool as expected.
+ */
+static void test_pool_take(void **state)
+{
+    Fixture *f = *state;
+    create_org(f->store, ORG_A, "a", NULL);
+    StoreAdmission admission = {.max_instances = 2};
+    StoreInsertOptions pool = {.admission = &admission, .pool = true};
+    StoreInstance warm = new_instance(INST_1, STORE_POOL_ORG, 1);
+    snprintf(warm.pool, sizeof(warm.pool), "warm");
+    warm.state = INSTANCE_RUNNING;
+    warm.ready_at = 2;
+    assert_int_equal(store_instance_insert_admitted(f->store, &warm, &pool, NULL), 0);
+    assert_true(store_instance_pool_ready(&warm));
+    /* Not through a plain insert, and a pool insert must be of the pool. */
+    StoreInstance sneaky = new_instance(INST_2, STORE_POOL_ORG, 1);
+    assert_int_equal(store_instance_insert(f->store, &sneaky), -EINVAL);
+    StoreInstance not_pooled = new_instance(INST_2, ORG_A, 1);
+    assert_int_equal(store_instance_insert_admitted(f->store, &not_pooled, &pool, NULL), -EINVAL);
+
+    StoreInstance *list = NULL;
+    size_t count = 0;
+    assert_int_equal(store_instance_list(f->store, ORG_A, &list, &count), 0);
+    assert_int_equal(count, 0);
+    free(list);
+
+    /* The org's quota decides; the pool VM counts against the host once, not twice. */
+    assert_int_equal(store_org_set_quota(f->store, ORG_A, &(StoreQuota){.instances = 1}, NULL), 0);
+    insert_instance(f->store, INST_3, ORG_A, 1);
+    StoreInstance taken = new_instance(INST_1, ORG_A, 5);
+    taken.state = INSTANCE_RUNNING;
+    StoreInsertOptions take = {
+        .admission = &admission, .take_pooled = true, .pool_state = INSTANCE_RUNNING};
+    StoreInsertResult result = {0};
+    assert_int_equal(store_instance_insert_admitted(f->store, &taken, &take, &result), -EDQUOT);
+    assert_int_equal(result.refusal.by, STORE_REFUSED_ORG_INSTANCES);
+    assert_int_equal(store_instance_delete(f->store, INST_3), 0);
+    /* Host: the pool VM and the org's other instance make 2 of 2, and taking adds none. */
+    insert_instance(f->store, INST_4, ORG_A, 1);
+    assert_int_equal(store_org_set_quota(f->store, ORG_A, &(StoreQuota){0}, NULL), 0);
+    /* Only in the state it was seen in. */
+    take.pool_state = INSTANCE_STOPPED;
+    assert_int_equal(store_instance_insert_admitted(f->store, &taken, &take, NULL), -ESTALE);
+    take.pool_state = INSTANCE_RUNNING;
+    assert_int_equal(store_instance_insert_admitted(f->store, &taken, &take, NULL), 0);
+    StoreInstance got;
+    assert_int_equal(store_instance_get(f->store, INST_1, &got), 0);
+    assert_string_equal(got.org_uuid, ORG_A);
+    assert_string_equal(got.pool, "");
+    assert_int_equal(got.created_at, 5);
+    assert_int_equal(store_instance_list(f->store, ORG_A, &list, &count), 0);
+    assert_int_equal(count, 2);
+    free(list);
+    assert_int_equal(store_instance_list(f->store, STORE_POOL_ORG, &list, &count), 0);
+    assert_int_equal(count, 0);
+    free(list);
+    /* Once taken it is nobody else's to take. */
+    assert_int_equal(store_instance_insert_admitted(f->store, &taken, &take, NULL), -ESTALE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1490,6 +1553,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_index_is_ebadmsg, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full_is_enospc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_take, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

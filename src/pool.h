@@ -1,0 +1,25 @@
+/*
+ * The warm pool and the standby tier: per (image, size) of the config's
+ * `pool`, a number of booted, never-used VMs wait for a create. Warm ones
+ * run with their page drawn; standby ones were booted the same way, then
+ * saved to disk (libvirt's managed save: no RAM while they wait) and are
+ * restored when taken. A create takes one (api.c, take_pooled) and the
+ * janitor's sweep calls pool_sweep() every second, which refills, saves
+ * the standby ones once ready, and removes what the config no longer asks
+ * for, at most pool_boots boots at a time. Pool VMs are ordinary records
+ * of the pool org (STORE_POOL_ORG), so a restart adopts them as it adopts
+ * any instance.
+ */
+#pragma once
+
+#include "api.h"
+#include "store.h"
+
+typedef struct Pool Pool;
+
+/* -EINVAL for a pool entry naming an image or size this host does not have (logged). */
+int pool_new(Api *api, Pool **ret_pool);
+/* Waits (up to a minute) for boots and saves under way. Accepts NULL. */
+void pool_free(Pool *pool);
+/* One step, on every instance record (as the janitor read them). */
+void pool_sweep(Pool *pool, const StoreInstance *instances, size_t count);
