@@ -33,6 +33,8 @@
 #include "config.h"
 
 #define EGRESS_TABLE "legba"
+/* Held by the legbad that owns the table: one per host. */
+#define EGRESS_LOCK_PATH "/run/legba-egress.lock"
 
 typedef struct {
     uid_t qemu_uid;      /* whose sockets the rules judge */

@@ -124,12 +124,9 @@ static int parse_args(int argc, char **argv, Config *config, bool *ret_check_hos
     return 0;
 }
 
-/* One legbad per data dir: two would both reconcile and fight over domains. */
-static int lock_data_dir(const char *data_dir, int *ret_fd)
+/* An exclusive lock held for legbad's life on path: -EBUSY when another process holds it. */
+static int lock_file(const char *path, int *ret_fd)
 {
-    _cleanup_free_ char *path = NULL;
-    if (asprintf(&path, "%s/legbad.lock", data_dir) < 0)
-        return -ENOMEM;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
@@ -140,6 +137,15 @@ static int lock_data_dir(const char *data_dir, int *ret_fd)
     }
     *ret_fd = fd;
     return 0;
+}
+
+/* One legbad per data dir: two would both reconcile and fight over domains. */
+static int lock_data_dir(const char *data_dir, int *ret_fd)
+{
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/legbad.lock", data_dir) < 0)
+        return -ENOMEM;
+    return lock_file(path, ret_fd);
 }
 
 /*
@@ -225,8 +231,23 @@ static int egress_setup(const Config *config, Virt *virt, bool kvm, bool *ret_re
                            "QEMU runs as root, so its traffic cannot be told "
                            "apart from the host's");
     } else {
+        /*
+         * One legbad per host: the rules are the host's, for every QEMU of
+         * that user, and a second legbad would replace them with its own.
+         */
+        static int host_lock = -1;
+        r = host_lock >= 0 ? 0 : lock_file(EGRESS_LOCK_PATH, &host_lock);
+        if (r == -EBUSY) {
+            log_error("another legbad on this host holds %s: it owns the egress rules, which "
+                      "confine every guest here; run one legbad per host",
+                      EGRESS_LOCK_PATH);
+            return r;
+        }
         EgressPolicy policy = egress_policy(config, uid);
-        r = egress_rules_install(&policy, &error);
+        if (r < 0)
+            util_set_error(&error, r, "cannot lock %s: %s", EGRESS_LOCK_PATH, strerror(-r));
+        else
+            r = egress_rules_install(&policy, &error);
     }
     if (r < 0) {
         bool needed = strcmp(config->network, "egress") == 0;

@@ -1090,6 +1090,31 @@ static void test_check_host(void **state)
  * refused, and allow_unsafe_host = yes starts legbad anyway (stopped by
  * timeout once it listens).
  */
+/*
+ * One legbad per host: the egress rules it installs confine every QEMU of
+ * the host's QEMU user, so a second one (another data dir) refuses to start
+ * rather than replace them.
+ */
+static void test_second_legbad_refused(void **state)
+{
+    char legbad[512];
+    snprintf(legbad, sizeof(legbad), "%s/legbad", harness_binary_dir());
+    uint16_t port;
+    assert_int_equal(harness_free_port(&port), 0);
+    _cleanup_free_ char *dir = NULL, *port_text = NULL, *out = NULL;
+    assert_true(asprintf(&dir, "%s/second-data", q.dir) > 0);
+    assert_true(asprintf(&port_text, "127.0.0.1:%u", port) > 0);
+    int status = harness_run_merged(HARNESS_LIST("timeout", "20", legbad, "--libvirt-uri", QEMU_URI,
+                                                 "--data-dir", dir, "--images-dir", q.images_dir,
+                                                 "--listen", port_text),
+                                    &out);
+    if (status != 1 || !out || !strstr(out, "another legbad on this host holds"))
+        fail_msg("exit status %d (1 expected) and the reason in:\n%s", status, out ? out : "");
+    /* The first one still serves. */
+    assert_false(harness_legbad_exited(q.legbad));
+    assert_true(harness_port_accepts(q.legbad->port));
+}
+
 static void test_unsafe_host_refused(void **state)
 {
     char legbad[512], script[4096];
@@ -1120,7 +1145,10 @@ static void test_unsafe_host_refused(void **state)
              "timeout 10 '%s' -c '%s' --listen 127.0.0.1:%u; echo \"override=$?\"\n",
              qemu_conf, legbad, conf, legbad, conf, port, legbad, allow, port);
     _cleanup_free_ char *out = NULL;
+    /* One legbad per host: the group's steps aside while these run. */
+    assert_int_equal(harness_legbad_stop_free(&q.legbad), 0);
     int status = harness_run_merged(HARNESS_LIST("unshare", "-m", "sh", "-c", script), &out);
+    assert_int_equal(start_legbad(), 0);
     if (status != 0 || !out || !strstr(out, "check=1\n") || !strstr(out, "start=1\n") ||
         !strstr(out, "override=124\n"))
         fail_msg("exit status %d; check=1, start=1 and override=124 (timeout) expected in:\n%s",
@@ -1324,6 +1352,7 @@ int main(void)
     const struct CMUnitTest all[] = {
         cmocka_unit_test(test_check_host),
         cmocka_unit_test(test_unsafe_host_refused),
+        cmocka_unit_test(test_second_legbad_refused),
         cmocka_unit_test(test_create_console_delete),
         cmocka_unit_test(test_pool_real),
         cmocka_unit_test(test_uefi_sata_image),

@@ -780,6 +780,47 @@ static void test_network_keys(void **state)
     set_bad(c, "egress_allow", many, "up to 16");
 }
 
+/* pool: IMAGE:SIZE:COUNT[:standby] entries, each image and size once; pool_boots 1..16. */
+static void test_pool_keys(void **state)
+{
+    Config *c = *state;
+    assert_string_equal(c->pool, "");
+    assert_int_equal(c->pool_boots, 1);
+    set_ok(c, "pool", "debian-12-chromium:small:2  tiny:medium:1:standby");
+    const char *cursor = c->pool;
+    ConfigPoolEntry e;
+    assert_int_equal(config_pool_next(&cursor, &e), 1);
+    assert_string_equal(e.image, "debian-12-chromium");
+    assert_string_equal(e.size, "small");
+    assert_int_equal(e.count, 2);
+    assert_false(e.standby);
+    assert_int_equal(config_pool_next(&cursor, &e), 1);
+    assert_string_equal(e.image, "tiny");
+    assert_string_equal(e.size, "medium");
+    assert_int_equal(e.count, 1);
+    assert_true(e.standby);
+    assert_int_equal(config_pool_next(&cursor, &e), 0);
+    set_ok(c, "pool", "");
+    static const char *const bad[] = {
+        "tiny:small",
+        "tiny:small:0",
+        "tiny:small:65",
+        "tiny:small:2:warm",
+        "tiny:small:2:standby:x",
+        "Tiny:small:1",
+        "tiny:sm/all:1",
+        ":small:1",
+        "tiny::1",
+        "tiny:small:1 tiny:small:2:standby",
+        "tiny:small:-1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        set_bad(c, "pool", bad[i], "IMAGE:SIZE:COUNT");
+    set_ok(c, "pool_boots", "16");
+    set_bad(c, "pool_boots", "0", "1 to 16");
+    set_bad(c, "pool_boots", "17", "1 to 16");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -816,6 +857,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_lifetime_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allow_unsafe_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_network_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
