@@ -611,8 +611,90 @@ cleanup:
     api_create_request_done(&body);
 }
 
+/*
+ * The last list answered per org, with the store generation it was read
+ * at: a list is all LMDB and nothing else, so while the generation stands
+ * the same bytes are the answer (a poller's list of a thousand instances
+ * then costs a copy, not a thousand JSON records). The generation is taken
+ * before the list is read, so a write in between only makes the entry
+ * older than the store, never newer.
+ */
+#define LIST_CACHE_SLOTS 32
+#define LIST_CACHE_BODY_MAX (8 * 1024 * 1024)
+
+typedef struct {
+    const Api *api;
+    char org_uuid[UUID_STR_LEN];
+    uint64_t generation;
+    uint64_t used; /* for least-recently-used replacement */
+    char *body;
+    size_t len;
+} ListCacheSlot;
+
+static struct {
+    pthread_mutex_t lock;
+    ListCacheSlot slots[LIST_CACHE_SLOTS];
+    uint64_t tick;
+} list_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* A copy of the cached answer for the org at this generation into response; false on a miss. */
+static bool list_cache_get(const Api *api, const char *org_uuid, uint64_t generation,
+                           HttpResponse *response)
+{
+    bool hit = false;
+    pthread_mutex_lock(&list_cache.lock);
+    for (size_t i = 0; i < LIST_CACHE_SLOTS && !hit; i++) {
+        ListCacheSlot *slot = &list_cache.slots[i];
+        if (slot->body && slot->api == api && slot->generation == generation &&
+            strcmp(slot->org_uuid, org_uuid) == 0) {
+            char *copy = malloc(slot->len + 1);
+            if (copy) {
+                memcpy(copy, slot->body, slot->len + 1);
+                free(response->body);
+                response->status = 200;
+                response->body = copy;
+                response->body_len = slot->len;
+                response->content_type = NULL;
+                slot->used = ++list_cache.tick;
+                hit = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&list_cache.lock);
+    return hit;
+}
+
+static void list_cache_put(const Api *api, const char *org_uuid, uint64_t generation,
+                           const char *body)
+{
+    size_t len = strlen(body);
+    char *copy = len <= LIST_CACHE_BODY_MAX ? strdup(body) : NULL;
+    if (!copy)
+        return;
+    pthread_mutex_lock(&list_cache.lock);
+    ListCacheSlot *victim = &list_cache.slots[0];
+    for (size_t i = 0; i < LIST_CACHE_SLOTS; i++) {
+        ListCacheSlot *slot = &list_cache.slots[i];
+        if (slot->api == api && strcmp(slot->org_uuid, org_uuid) == 0) {
+            victim = slot; /* the org's older answer */
+            break;
+        }
+        if (slot->used < victim->used)
+            victim = slot;
+    }
+    free(victim->body);
+    *victim = (ListCacheSlot){
+        .api = api, .generation = generation, .used = ++list_cache.tick, .body = copy, .len = len};
+    memcpy(victim->org_uuid, org_uuid, UUID_STR_LEN);
+    pthread_mutex_unlock(&list_cache.lock);
+}
+
 static void instances_list(Api *api, const char *org_uuid, HttpResponse *response)
 {
+    uint64_t generation = 0;
+    bool cacheable = store_generation(api->store, &generation) == 0;
+    if (cacheable && list_cache_get(api, org_uuid, generation, response))
+        return;
     _cleanup_free_ StoreInstance *instances = NULL;
     size_t count = 0;
     if (store_instance_list(api->store, org_uuid, &instances, &count) < 0) {
@@ -639,7 +721,8 @@ static void instances_list(Api *api, const char *org_uuid, HttpResponse *respons
         internal_error(response);
         return;
     }
-    http_response_json(response, 200, json);
+    if (http_response_json(response, 200, json) == 0 && cacheable)
+        list_cache_put(api, org_uuid, generation, response->body);
 }
 
 /* The instance, if it exists, belongs to org_uuid and is visible; else a 404 is set. */

@@ -880,6 +880,16 @@ static void store_closep(Store **store)
     store_close(*store);
 }
 
+int store_generation(Store *store, uint64_t *ret_generation)
+{
+    MDB_envinfo info;
+    int r = store_error(mdb_env_info(store->env, &info));
+    if (r < 0)
+        return r;
+    *ret_generation = (uint64_t)info.me_last_txnid;
+    return 0;
+}
+
 int store_open(const char *data_dir, size_t map_size, Store **ret_store)
 {
     if (!data_dir || !*data_dir)

@@ -123,6 +123,11 @@ int instance_state_from_string(const char *name, InstanceState *ret_state);
  */
 int store_open(const char *data_dir, size_t map_size, Store **ret_store);
 void store_close(Store *store);
+/*
+ * The id of the last committed write transaction of the environment (any
+ * process's): when it has not changed, nothing in the store has. 0 or -errno.
+ */
+int store_generation(Store *store, uint64_t *ret_generation);
 
 /* Org and its first token in one transaction. -EEXIST if the uuid is taken. */
 int store_org_create(Store *store, const StoreOrg *org, const StoreToken *token);

@@ -1514,6 +1514,31 @@ static void test_pool_take(void **state)
     assert_int_equal(store_instance_insert_admitted(f->store, &taken, &take, NULL), -ESTALE);
 }
 
+/* The generation moves with every committed write, and only then. */
+static void test_generation(void **state)
+{
+    Fixture *f = *state;
+    uint64_t g0, g1, g2;
+    assert_int_equal(store_generation(f->store, &g0), 0);
+    create_org(f->store, ORG_A, "a", NULL);
+    assert_int_equal(store_generation(f->store, &g1), 0);
+    assert_true(g1 > g0);
+    StoreInstance *list = NULL;
+    size_t count = 0;
+    assert_int_equal(store_instance_list(f->store, ORG_A, &list, &count), 0);
+    free(list);
+    assert_int_equal(store_generation(f->store, &g2), 0);
+    assert_int_equal(g2, g1);
+    insert_instance(f->store, INST_1, ORG_A, 1);
+    assert_int_equal(store_generation(f->store, &g2), 0);
+    assert_true(g2 > g1);
+    /* A refused write commits nothing. */
+    StoreInstance again = new_instance(INST_1, ORG_A, 1);
+    assert_int_equal(store_instance_insert(f->store, &again), -EEXIST);
+    assert_int_equal(store_generation(f->store, &g1), 0);
+    assert_int_equal(g1, g2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1554,6 +1579,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_full_is_enospc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_take, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_generation, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
