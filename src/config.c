@@ -471,7 +471,7 @@ static int parse_origins(const char *text, char **ret)
     return 0;
 }
 
-int config_endpoint_parse(const char *text, size_t len, uint32_t *ret_address, uint16_t *ret_port)
+static int endpoint_parse(const char *text, size_t len, uint32_t *ret_address, uint16_t *ret_port)
 {
     char buf[INET_ADDRSTRLEN + 6 + 1];
     if (len >= sizeof(buf))
@@ -491,6 +491,19 @@ int config_endpoint_parse(const char *text, size_t len, uint32_t *ret_address, u
     return 0;
 }
 
+int config_endpoint_next(const char **cursor, uint32_t *ret_address, uint16_t *ret_port)
+{
+    const char *p = *cursor + strspn(*cursor, " ");
+    size_t n = strcspn(p, " ");
+    *cursor = p;
+    if (n == 0)
+        return 0;
+    if (endpoint_parse(p, n, ret_address, ret_port) < 0)
+        return -EINVAL;
+    *cursor = p + n;
+    return 1;
+}
+
 /* Space-separated endpoints, each checked, joined by single spaces. */
 static int parse_endpoints(const char *text, char **ret)
 {
@@ -498,22 +511,21 @@ static int parse_endpoints(const char *text, char **ret)
     if (!copy)
         return -ENOMEM;
     size_t o = 0, count = 0;
-    for (const char *p = text; *p;) {
-        p += strspn(p, " ");
-        size_t n = strcspn(p, " ");
-        if (n == 0)
+    uint32_t address;
+    uint16_t port;
+    for (const char *cursor = text;;) {
+        const char *start = cursor + strspn(cursor, " ");
+        int r = config_endpoint_next(&cursor, &address, &port);
+        if (r == 0)
             break;
-        uint32_t address;
-        uint16_t port;
-        if (++count > CONFIG_ENDPOINTS_MAX || config_endpoint_parse(p, n, &address, &port) < 0) {
+        if (r < 0 || ++count > CONFIG_ENDPOINTS_MAX) {
             free(copy);
             return -EINVAL;
         }
         if (o > 0)
             copy[o++] = ' ';
-        memcpy(copy + o, p, n);
-        o += n;
-        p += n;
+        memcpy(copy + o, start, (size_t)(cursor - start));
+        o += (size_t)(cursor - start);
     }
     copy[o] = '\0';
     *ret = copy;

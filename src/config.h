@@ -92,8 +92,11 @@ typedef struct {
 /* The next entry of a pool setting at *cursor (advanced): 1, 0 at the end, -EINVAL. */
 int config_pool_next(const char **cursor, ConfigPoolEntry *ret);
 
-/* One "IPV4:PORT" of len bytes (numeric): the address in host order. -EINVAL. */
-int config_endpoint_parse(const char *text, size_t len, uint32_t *ret_address, uint16_t *ret_port);
+/*
+ * The next "IPV4:PORT" (numeric) of a space-separated list at *cursor
+ * (advanced): 1 with the address in host order, 0 at the end, -EINVAL.
+ */
+int config_endpoint_next(const char **cursor, uint32_t *ret_address, uint16_t *ret_port);
 
 /* Fills defaults. 0 or -ENOMEM. */
 int config_init(Config *config);

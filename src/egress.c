@@ -94,23 +94,16 @@ static void emit_list(Script *s, const char *const *items, size_t count)
 /* One accept rule per protocol for each endpoint of a space-separated list. */
 static void emit_allowed(Script *s, const char *endpoints)
 {
-    for (const char *p = endpoints; *p;) {
-        p += strspn(p, " ");
-        size_t n = strcspn(p, " ");
-        if (n == 0)
-            break;
-        uint32_t address;
-        uint16_t port;
-        if (config_endpoint_parse(p, n, &address, &port) < 0) {
-            s->error = -EINVAL;
-            return;
-        }
+    uint32_t address;
+    uint16_t port;
+    int r;
+    for (const char *cursor = endpoints; (r = config_endpoint_next(&cursor, &address, &port)) > 0;)
         for (unsigned i = 0; i < 2; i++)
             emit(s, "\t\tip daddr %u.%u.%u.%u %s dport %u accept\n", address >> 24,
                  (address >> 16) & 0xff, (address >> 8) & 0xff, address & 0xff, i ? "udp" : "tcp",
                  port);
-        p += n;
-    }
+    if (r < 0)
+        s->error = -EINVAL;
 }
 
 int egress_rules_render(const EgressPolicy *policy, char **ret_script)
