@@ -20,6 +20,8 @@
 /* Seconds between attempts to reach a port that is not there (yet). */
 #define RETRY_MIN_S 1
 #define RETRY_MAX_S 5
+/* Bytes of a guest's error message quoted in the log. */
+#define AGENT_ERROR_QUOTE_MAX 200
 
 typedef struct Watch {
     struct Watch *next;
@@ -155,9 +157,14 @@ static bool handle_line(AgentHub *hub, Watch *w, const char *line, size_t len)
         ready = id_matches(w, id);
     else if (type && strcmp(type, "status") == 0)
         ready = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg, "ready")) && id_matches(w, id);
-    else if (type && strcmp(type, "error") == 0)
-        log_warn("instance %s: guest agent reports an error for id %lld", w->uuid,
-                 cJSON_IsNumber(id) ? (long long)id->valuedouble : -1LL);
+    else if (type && strcmp(type, "error") == 0) {
+        const char *message =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "message"));
+        char quoted[AGENT_ERROR_QUOTE_MAX + 4];
+        util_quote_untrusted(message ? message : "", AGENT_ERROR_QUOTE_MAX, quoted);
+        log_warn("instance %s: guest agent reports an error for id %lld: %s", w->uuid,
+                 cJSON_IsNumber(id) ? (long long)id->valuedouble : -1LL, quoted);
+    }
     cJSON_Delete(msg);
 
     if (ready && !w->done) {

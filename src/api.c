@@ -128,6 +128,16 @@ static void size_names(char *buf, size_t size)
         append_name(buf, size, template_size_names[i]);
 }
 
+/*
+ * Whether the instance's guest gets a clipboard channel: only when the
+ * user may hand it text, so an instance with "none" has no channel at all,
+ * whatever the relay does.
+ */
+static bool clipboard_on(const StoreInstance *instance)
+{
+    return instance->clipboard[0] && strcmp(instance->clipboard, "none") != 0;
+}
+
 /* Renders the size's template for this instance; -errno, with *ret_error for the log. */
 static int render_domain(const Api *api, const StoreInstance *instance, const Image *image,
                          const char *overlay, char **ret_xml, char **ret_error)
@@ -159,6 +169,7 @@ static int render_domain(const Api *api, const StoreInstance *instance, const Im
         {"netdev", netdev},
         {"disk_sata", image->disk_sata ? "1" : NULL},
         {"uefi", image->uefi ? "1" : NULL},
+        {"clipboard", clipboard_on(instance) ? "1" : NULL},
     };
     const char *tmpl = domain_templates_get(api->templates, instance->size);
     if (!tmpl)
@@ -377,8 +388,10 @@ static int boot(Api *api, StoreInstance *instance, const Image *image, const cha
  * instance (filled in, but for its uuid): in one write transaction with
  * the org's quota and the Idempotency-Key, so two requests never get the
  * same VM. A standby VM is restored before the answer. -ENOENT when none
- * is waiting (or the one taken could not be restored: it is gone, and the
- * caller boots a new one); else as store_instance_insert_admitted().
+ * is waiting, when the request wants a clipboard (pool VMs have no
+ * clipboard channel), or when the one taken could not be restored (it is
+ * gone, and the caller boots a new one); else as
+ * store_instance_insert_admitted().
  */
 static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
                        StoreInsertOptions *insert, StoreInsertResult *result,
@@ -386,7 +399,7 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
 {
     _cleanup_free_ StoreInstance *pooled = NULL;
     size_t count = 0;
-    if (!api->config->pool[0] ||
+    if (!api->config->pool[0] || clipboard_on(instance) ||
         store_instance_list(api->store, STORE_POOL_ORG, &pooled, &count) < 0)
         return -ENOENT;
     for (size_t i = 0; i < count; i++) {
@@ -519,6 +532,11 @@ static void instances_create(Api *api, const char *org_uuid, const HttpRequest *
     if (body.start_url)
         snprintf(instance.start_url, sizeof(instance.start_url), "%s", body.start_url);
     snprintf(instance.clipboard, sizeof(instance.clipboard), "%s", body.clipboard);
+    if (clipboard_on(&instance) && !image->clipboard) {
+        http_response_error(response, 400, "invalid_clipboard",
+                            "image %s has no clipboard; clipboard must be \"none\"", image->name);
+        goto cleanup;
+    }
     if (network_mode(api, org_uuid, instance.network, response) < 0)
         goto cleanup;
     unsigned max = api->config->instance_timeout_max;
@@ -1100,7 +1118,8 @@ static bool fill_image(const Api *api, size_t index, cJSON *item)
            cJSON_AddStringToObject(item, "description",
                                    image->description ? image->description : "") &&
            cJSON_AddStringToObject(item, "boot",
-                                   image->boot == IMAGE_BOOT_KERNEL ? "kernel" : "firmware");
+                                   image->boot == IMAGE_BOOT_KERNEL ? "kernel" : "firmware") &&
+           cJSON_AddBoolToObject(item, "clipboard", image->clipboard);
 }
 
 static bool fill_size(const Api *api, size_t index, cJSON *item)

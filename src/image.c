@@ -16,7 +16,6 @@
 #define IMAGE_FILE_NAME_MAX 255
 #define IMAGE_SHA256_HEX_LEN 64
 /* Untrusted text quoted in a message is cut to this many bytes. */
-#define IMAGE_QUOTE_MAX 64
 
 struct ImageCatalog {
     Image **images; /* sorted by name */
@@ -49,25 +48,6 @@ static const char *errno_text(int e)
 {
     const char *text = strerrordesc_np(e);
     return text ? text : "unknown error";
-}
-
-/*
- * Copies text that came from a file or a directory listing into out so it
- * can be quoted in a log line: anything but printable ASCII becomes '?',
- * and long text is cut, so a hostile name cannot forge log lines.
- */
-static void quote_untrusted(const char *text, char out[IMAGE_QUOTE_MAX + 4])
-{
-    size_t i;
-    for (i = 0; text[i] && i < IMAGE_QUOTE_MAX; i++) {
-        unsigned char c = (unsigned char)text[i];
-        out[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    if (text[i]) {
-        memcpy(out + i, "...", 3);
-        i += 3;
-    }
-    out[i] = '\0';
 }
 
 bool image_name_is_valid(const char *name)
@@ -203,8 +183,9 @@ static bool text_has_control(const char *text)
 static int manifest_check_duplicates(const cJSON *root, char **ret_error)
 {
     static const char *const known[] = {
-        "schema", "name",   "description", "boot",          "disk",     "disk_format", "kernel",
-        "agent",  "initrd", "cmdline",     "recipe_sha256", "built_at", "disk_bus",    "firmware",
+        "schema",        "name",     "description", "boot",     "disk",
+        "disk_format",   "kernel",   "agent",       "initrd",   "cmdline",
+        "recipe_sha256", "built_at", "disk_bus",    "firmware", "clipboard",
     };
     for (size_t k = 0; k < ARRAY_SIZE(known); k++) {
         unsigned seen = 0;
@@ -323,8 +304,8 @@ int image_manifest_parse(const char *json, size_t len, const char *image_dir, Im
     while (dir_len > 1 && image_dir[dir_len - 1] == '/')
         dir_len--;
     if (image_dir[0] != '/' || dir_len < 2) {
-        char quoted[IMAGE_QUOTE_MAX + 4];
-        quote_untrusted(image_dir, quoted);
+        char quoted[UTIL_QUOTE_MAX + 4];
+        util_quote_untrusted(image_dir, UTIL_QUOTE_MAX, quoted);
         return manifest_error(ret_error, "image directory '%s' is not an absolute path", quoted);
     }
     const char *dir_name = image_dir + dir_len;
@@ -361,11 +342,11 @@ int image_manifest_parse(const char *json, size_t len, const char *image_dir, Im
                               "characters and no \"..\"",
                               IMAGE_NAME_MAX);
     if (strlen(name) != dir_name_len || strncmp(name, dir_name, dir_name_len) != 0) {
-        char quoted[IMAGE_QUOTE_MAX + 4];
+        char quoted[UTIL_QUOTE_MAX + 4];
         _cleanup_free_ char *dir_name_copy = strndup(dir_name, dir_name_len);
         if (!dir_name_copy)
             return -ENOMEM;
-        quote_untrusted(dir_name_copy, quoted);
+        util_quote_untrusted(dir_name_copy, UTIL_QUOTE_MAX, quoted);
         return manifest_error(ret_error, "field 'name' is \"%s\" but the image directory is \"%s\"",
                               name, quoted);
     }
@@ -435,6 +416,10 @@ int image_manifest_parse(const char *json, size_t len, const char *image_dir, Im
     if (agent && !cJSON_IsBool(agent))
         return manifest_error(ret_error, "field 'agent' must be true or false");
     image->agent = agent ? cJSON_IsTrue(agent) : image->boot == IMAGE_BOOT_KERNEL;
+    const cJSON *clipboard = cJSON_GetObjectItemCaseSensitive(root, "clipboard");
+    if (clipboard && !cJSON_IsBool(clipboard))
+        return manifest_error(ret_error, "field 'clipboard' must be true or false");
+    image->clipboard = cJSON_IsTrue(clipboard);
 
     r = manifest_parse_kernel(root, image_dir, dir_len, image, ret_error);
     if (r < 0)
@@ -478,8 +463,8 @@ static int catalog_append(ImageCatalog *catalog, Image *image)
  */
 static int catalog_load_entry(ImageCatalog *catalog, const char *images_dir, const char *entry)
 {
-    char quoted[IMAGE_QUOTE_MAX + 4];
-    quote_untrusted(entry, quoted);
+    char quoted[UTIL_QUOTE_MAX + 4];
+    util_quote_untrusted(entry, UTIL_QUOTE_MAX, quoted);
 
     _cleanup_free_ char *image_dir = NULL;
     if (asprintf(&image_dir, "%s/%s", images_dir, entry) < 0) {

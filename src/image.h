@@ -32,6 +32,12 @@ typedef struct {
      * Default: true for kernel boot (legba's images), false for firmware boot.
      */
     bool agent;
+    /*
+     * "clipboard": whether the guest takes a clipboard over the SPICE agent
+     * port com.redhat.spice.0 (legba's images run spice-vdagent). Default
+     * false: such an image only takes instances with clipboard "none".
+     */
+    bool clipboard;
 } Image;
 
 typedef struct ImageCatalog ImageCatalog;

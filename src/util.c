@@ -229,3 +229,17 @@ int util_strdup(const char *s, char **ret)
     *ret = copy;
     return 0;
 }
+
+void util_quote_untrusted(const char *text, size_t max, char *out)
+{
+    size_t i;
+    for (i = 0; text[i] && i < max; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        out[i] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+    }
+    if (text[i]) {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+    out[i] = '\0';
+}

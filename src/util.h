@@ -74,3 +74,14 @@ int util_set_error(char **ret_error, int r, const char *fmt, ...)
 
 /* strdup that reports failure as -ENOMEM through the return value. */
 int util_strdup(const char *s, char **ret);
+
+/* A short quote of untrusted text (a name), for util_quote_untrusted(). */
+#define UTIL_QUOTE_MAX 64
+
+/*
+ * Copies untrusted text (from a file, a directory listing or a guest) into
+ * out so it can be quoted in a log line: anything but printable ASCII
+ * becomes '?', and text longer than max bytes is cut and ends in "...", so
+ * it cannot forge log lines. out holds max + 4 bytes.
+ */
+void util_quote_untrusted(const char *text, size_t max, char *out);

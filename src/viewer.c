@@ -188,7 +188,9 @@ static void report_status(const StoreInstance *instance, const HttpRequest *requ
     if (!json ||
         !cJSON_AddStringToObject(json, "status",
                                  instance->state == INSTANCE_RUNNING ? "running" : "stopped") ||
-        !cJSON_AddBoolToObject(json, "ready", instance->ready_at != 0)) {
+        !cJSON_AddBoolToObject(json, "ready", instance->ready_at != 0) ||
+        !cJSON_AddStringToObject(json, "clipboard",
+                                 instance->clipboard[0] ? instance->clipboard : "none")) {
         cJSON_Delete(json);
         internal_error(response);
         return;

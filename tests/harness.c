@@ -469,6 +469,74 @@ int harness_org_network(const char *data_dir, const char *org_uuid, const char *
     return 0;
 }
 
+int harness_pool_wait(const char *data_dir, const char *image, const char *size, const char *mode,
+                      int want, int seconds)
+{
+    long long deadline = harness_now_ms() + seconds * 1000LL;
+    for (;;) {
+        cJSON *json = NULL;
+        int status = harness_legbactl(data_dir, HARNESS_LIST("pool", "list"), &json);
+        if (status != 0) {
+            cJSON_Delete(json);
+            fprintf(stderr, "harness: legbactl pool list: exit status %d\n", status);
+            return status < 0 ? status : -EPROTO;
+        }
+        int ready = 0, booting = 0;
+        const cJSON *group;
+        cJSON_ArrayForEach(group, cJSON_GetObjectItem(json, "pool"))
+        {
+            if (strcmp(harness_json_string(group, "image"), image) == 0 &&
+                strcmp(harness_json_string(group, "size"), size) == 0 &&
+                strcmp(harness_json_string(group, "mode"), mode) == 0) {
+                ready = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(group, "ready"));
+                booting = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(group, "booting"));
+            }
+        }
+        cJSON_Delete(json);
+        if (ready == want && booting == 0)
+            return 0;
+        if (harness_now_ms() > deadline) {
+            fprintf(stderr, "harness: pool %s %s %s: %d ready, %d booting after %d s (%d wanted)\n",
+                    image, size, mode, ready, booting, seconds, want);
+            return -ETIMEDOUT;
+        }
+        usleep(200 * 1000);
+    }
+}
+
+pid_t harness_qemu_pid(const char *uuid)
+{
+    char path[128], buf[32] = {0};
+    snprintf(path, sizeof(path), "/run/libvirt/qemu/legba-%s.pid", uuid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    if (!fgets(buf, sizeof(buf), f))
+        buf[0] = '\0';
+    fclose(f);
+    return (pid_t)strtol(buf, NULL, 10);
+}
+
+char *harness_process_cmdline(pid_t pid, size_t *ret_len)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 20;
+    char *args = malloc(cap + 1);
+    size_t n = args ? fread(args, 1, cap, f) : 0;
+    fclose(f);
+    if (n == 0 || n >= cap) {
+        free(args);
+        return NULL;
+    }
+    args[n] = '\0';
+    *ret_len = n;
+    return args;
+}
+
 bool harness_test_wanted(const char *env_name, const char *name)
 {
     const char *only = getenv(env_name);

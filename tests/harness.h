@@ -125,6 +125,27 @@ int harness_org_create(const char *data_dir, const char *name, HarnessOrg *ret);
 int harness_org_network(const char *data_dir, const char *org_uuid, const char *mode);
 
 /*
+ * Waits up to seconds for `legbactl pool list` to show exactly want ready
+ * VMs of image, size and mode (warm or standby) and none of them booting.
+ * 0 then; -ETIMEDOUT (what it saw described on stderr), or legbactl's
+ * failure.
+ */
+int harness_pool_wait(const char *data_dir, const char *image, const char *size, const char *mode,
+                      int want, int seconds);
+
+/* ---- QEMU processes ---- */
+
+/* The pid of the QEMU libvirt runs for instance uuid (its pid file), or 0 when none. */
+pid_t harness_qemu_pid(const char *uuid);
+
+/*
+ * The NUL-separated arguments of process pid, whole (at most 1 MiB) and
+ * NUL-terminated, *ret_len bytes without the terminator; NULL when it
+ * cannot be read.
+ */
+char *harness_process_cmdline(pid_t pid, size_t *ret_len);
+
+/*
  * Whether the test called name may run: the environment variable env_name
  * unset or empty, or a comma-separated list of test names holding it.
  */

@@ -303,6 +303,28 @@ static int start_legbad(const char *log_name)
     return harness_legbad_start(&options, &it.legbad);
 }
 
+/*
+ * The image "tiny-clipboard": tiny's disk (a hard link) under a manifest
+ * that declares a clipboard, which tiny has not. The fake driver boots
+ * nothing, so only what legbad makes of the declaration matters.
+ */
+static int tiny_with_clipboard(void)
+{
+    char dir[512], from[600], to[600];
+    snprintf(dir, sizeof(dir), "%s/tiny-clipboard", it.images_dir);
+    snprintf(from, sizeof(from), "%s/tiny/disk.qcow2", it.images_dir);
+    snprintf(to, sizeof(to), "%s/disk.qcow2", dir);
+    if (mkdir(dir, 0755) < 0 || link(from, to) < 0)
+        return -1;
+    snprintf(to, sizeof(to), "%s/manifest.json", dir);
+    FILE *f = fopen(to, "we");
+    if (!f)
+        return -1;
+    fprintf(f, "{\"schema\": 1, \"name\": \"tiny-clipboard\", \"boot\": \"firmware\",\n"
+               " \"disk\": \"disk.qcow2\", \"disk_format\": \"qcow2\", \"clipboard\": true}\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 static int group_setup(void **state)
 {
     if (harness_tempdir("legba-it-api-", &it.dir) < 0)
@@ -313,7 +335,7 @@ static int group_setup(void **state)
         return -1;
     if (mkdir(it.data_dir, 0711) < 0)
         return -1;
-    if (harness_build_image(it.images_dir, "tiny") != 0)
+    if (harness_build_image(it.images_dir, "tiny") != 0 || tiny_with_clipboard() < 0)
         return -1;
     if (harness_org_create(it.data_dir, "org-a", &it.a) < 0 ||
         harness_org_create(it.data_dir, "org-b", &it.b) < 0)
@@ -1176,10 +1198,18 @@ static void api_catalog_and_start_url(void **state)
     request(it.a.auth, "GET", path, NULL, &resp);
     assert_status(&resp, 200);
     cJSON *images = cJSON_GetObjectItemCaseSensitive(resp.json, "images");
-    assert_int_equal(cJSON_GetArraySize(images), 1);
-    assert_string_equal(harness_json_string(cJSON_GetArrayItem(images, 0), "name"), "tiny");
-    assert_string_equal(harness_json_string(cJSON_GetArrayItem(images, 0), "boot"), "firmware");
-    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(resp.json, "total")->valuedouble, 1);
+    assert_int_equal(cJSON_GetArraySize(images), 2);
+    /* Sorted by name; only the one whose manifest says so takes a clipboard. */
+    static const char *const names[] = {"tiny", "tiny-clipboard"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *image = cJSON_GetArrayItem(images, i);
+        assert_string_equal(harness_json_string(image, "name"), names[i]);
+        assert_string_equal(harness_json_string(image, "boot"), "firmware");
+        assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(image, "clipboard")));
+        assert_int_equal(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(image, "clipboard")),
+                         i == 1);
+    }
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(resp.json, "total")->valuedouble, 2);
     harness_response_done(&resp);
 
     snprintf(path, sizeof(path), "/orgs/%s/api/sizes", it.a.uuid);
@@ -1249,15 +1279,16 @@ static void api_catalog_and_start_url(void **state)
     delete_instance(&it.a, uuid);
 }
 
-/* POSTs body to org a's instances: 201 with the given network and clipboard; returns nothing. */
+/* POSTs body to org a's instances: 201 with the given network and clipboard; deletes it again. */
 static void create_with_modes(const char *body, const char *network, const char *clipboard)
 {
+    const char *image = strstr(body, "\"tiny-clipboard\"") ? "tiny-clipboard" : "tiny";
     char path[160], uuid[UUID_LEN + 1];
     HarnessResponse resp = {0};
     path_instances(path, sizeof(path), it.a.uuid);
     request(it.a.auth, "POST", path, body, &resp);
     assert_status(&resp, 201);
-    check_instance_object(resp.json, "tiny", "small", "running", -1);
+    check_instance_object(resp.json, image, "small", "running", -1);
     assert_string_equal(harness_json_string(resp.json, "network"), network);
     assert_string_equal(harness_json_string(resp.json, "clipboard"), clipboard);
     snprintf(uuid, sizeof(uuid), "%s", harness_json_string(resp.json, "instance_uuid"));
@@ -1273,21 +1304,35 @@ static void create_with_modes(const char *body, const char *network, const char 
 }
 
 /*
- * clipboard is "none" unless asked for, and only none, to_vm or both;
- * network follows the org (legbactl org network), else the config.
+ * clipboard is "none" unless asked for, and only none, to_vm or both, on an
+ * image that declares one; network follows the org (legbactl org network),
+ * else the config.
  */
 static void api_network_and_clipboard(void **state)
 {
     create_with_modes("{\"image\":\"tiny\",\"size\":\"small\"}", "none", "none");
-    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":\"to_vm\"}", "none",
-                      "to_vm");
-    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":\"both\"}", "none",
-                      "both");
+    create_with_modes("{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":\"none\"}", "none",
+                      "none");
+    create_with_modes("{\"image\":\"tiny-clipboard\",\"size\":\"small\",\"clipboard\":\"to_vm\"}",
+                      "none", "to_vm");
+    create_with_modes("{\"image\":\"tiny-clipboard\",\"size\":\"small\",\"clipboard\":\"both\"}",
+                      "none", "both");
 
     char path[160];
     HarnessResponse resp = {0};
     path_instances(path, sizeof(path), it.a.uuid);
     int overlays = overlay_count();
+    /* tiny has no clipboard channel: asking for one is an error, not a silent no-op. */
+    static const char *const unsupported[] = {"to_vm", "both"};
+    for (size_t i = 0; i < 2; i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"image\":\"tiny\",\"size\":\"small\",\"clipboard\":\"%s\"}",
+                 unsupported[i]);
+        request(it.a.auth, "POST", path, body, &resp);
+        assert_error(&resp, 400, "invalid_clipboard");
+        assert_non_null(strstr(harness_error_message(&resp), "has no clipboard"));
+        harness_response_done(&resp);
+    }
     static const char *const bad[] = {"\"all\"", "\"None\"", "\"\"", "1", "true", "[\"both\"]"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char body[128];
@@ -1649,6 +1694,8 @@ static void api_console_session(void **state)
     assert_status(&resp, 200);
     assert_string_equal(harness_json_string(resp.json, "status"), "running");
     assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(resp.json, "ready")));
+    /* The viewer shows its clipboard panel by this; the relay enforces it. */
+    assert_string_equal(harness_json_string(resp.json, "clipboard"), "none");
     harness_response_done(&resp);
     /* A cookie of the right shape that legbad never issued. */
     assert_get_error(path,

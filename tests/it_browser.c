@@ -14,11 +14,13 @@
  * the page turns its colours on any key press, which shows both on the
  * VM's own screen and in the viewer.
  *
- * Network egress is checked last, on an org switched to it: the config
- * lets guests reach only this test's page server (egress_destinations =
- * allowed), which the guest loads through its gateway 10.0.2.2, while its
- * probes of another loopback service and of legbad are refused by the
- * host's rules; nothing leaves loopback.
+ * Network egress is checked last, with legbad restarted in egress mode and
+ * a warm pool of Chromium VMs: the config lets guests reach only this
+ * test's page server (egress_destinations = allowed), which a guest loads
+ * through its gateway 10.0.2.2, while its probes of another loopback
+ * service and of legbad are refused by the host's rules, and a guest given
+ * that other service as its start_url shows the browser's error page;
+ * nothing leaves loopback.
  *
  * IT_BROWSER_ONLY=name[,name…] runs only the named tests.
  *
@@ -42,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -60,8 +63,13 @@
  * press turns it blue with a yellow square (colours far from the first
  * two on every channel that matters) and tells the page server which key
  * it was (GET /key?k=…); a mouse button pressed on it is reported as the
- * key "mouse".
+ * key "mouse". Text pasted into it is reported (GET /pasted?t=…), and the
+ * key "c" copies COPIED_IN_VM to the guest's clipboard.
  */
+/* What the page copies on "c", and what the viewer sends to be pasted into it. */
+#define COPIED_IN_VM "legba-copied-in-the-vm"
+#define SENT_TO_VM "legba-sent-to-the-vm"
+
 static const char page[] =
     "<!DOCTYPE html><html><head><title>legba test page</title><style>"
     "html,body{margin:0;width:100%;height:100%;background:#ff00ff;overflow:hidden}"
@@ -70,7 +78,13 @@ static const char page[] =
     "document.addEventListener('keydown',function(e){"
     "document.documentElement.style.background=document.body.style.background='#0000ff';"
     "document.getElementById('mark').style.background='#ffff00';"
-    "fetch('/key?k='+encodeURIComponent(e.key)).catch(function(){});});"
+    "fetch('/key?k='+encodeURIComponent(e.key)).catch(function(){});"
+    "if(e.key==='c'&&!e.ctrlKey){var t=document.createElement('textarea');"
+    "t.value='" COPIED_IN_VM "';document.body.appendChild(t);t.select();"
+    "document.execCommand('copy');t.remove();}});"
+    "document.addEventListener('paste',function(e){e.preventDefault();"
+    "fetch('/pasted?t='+encodeURIComponent(e.clipboardData.getData('text/plain')))"
+    ".catch(function(){});});"
     "document.addEventListener('mousedown',function(){"
     "fetch('/key?k=mouse').catch(function(){});});"
     "</script></body></html>";
@@ -91,6 +105,7 @@ static struct {
     pthread_t web_thread;
     unsigned page_requests;
     char last_key[32]; /* what the page last reported with /key?k=, as sent */
+    char pasted[64];   /* what the page last reported with /pasted?t=, as sent */
     pthread_mutex_t lock;
     WebDriver *driver; /* a test's headless Chromium, so teardown ends it after a failure */
     /* A loopback service guests must not reach, and how many connections it saw. */
@@ -148,18 +163,24 @@ static void *serve_stream(void *arg)
                 snprintf(egress, sizeof(egress), egress_page, b.closed_port, b.legbad->port);
                 body = egress;
             }
-            if (strncmp(buf, "GET /probed?", 12) == 0) {
+            /* The page's reports: what follows the prefix, up to the space before HTTP/1.1. */
+            static const struct {
+                const char *prefix;
+                size_t offset, size;
+            } reports[] = {
+                {"GET /probed?", offsetof(typeof(b), probe_report), sizeof(b.probe_report)},
+                {"GET /pasted?t=", offsetof(typeof(b), pasted), sizeof(b.pasted)},
+                {"GET /key?k=", offsetof(typeof(b), last_key), sizeof(b.last_key)},
+            };
+            size_t r = 0;
+            while (r < ARRAY_SIZE(reports) &&
+                   strncmp(buf, reports[r].prefix, strlen(reports[r].prefix)) != 0)
+                r++;
+            if (r < ARRAY_SIZE(reports)) {
+                const char *value = buf + strlen(reports[r].prefix);
                 pthread_mutex_lock(&b.lock);
-                size_t rlen = strcspn(buf + 12, " \r\n");
-                snprintf(b.probe_report, sizeof(b.probe_report), "%.*s", (int)rlen, buf + 12);
-                pthread_mutex_unlock(&b.lock);
-                hlen = snprintf(head, sizeof(head),
-                                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
-                                "Cache-Control: no-store\r\n\r\n");
-            } else if (strncmp(buf, "GET /key?k=", 11) == 0) {
-                pthread_mutex_lock(&b.lock);
-                size_t klen = strcspn(buf + 11, " \r\n");
-                snprintf(b.last_key, sizeof(b.last_key), "%.*s", (int)klen, buf + 11);
+                snprintf((char *)&b + reports[r].offset, reports[r].size, "%.*s",
+                         (int)strcspn(value, " \r\n"), value);
                 pthread_mutex_unlock(&b.lock);
                 hlen = snprintf(head, sizeof(head),
                                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
@@ -208,7 +229,11 @@ static void *web_loop(void *arg)
     }
 }
 
-/* The forbidden service: counts every connection that reaches it, answers none. */
+/*
+ * The forbidden service: counts every connection that reaches it and
+ * answers the test page (magenta, green square), which a guest that got
+ * through would show.
+ */
 static void *closed_loop(void *arg)
 {
     for (;;) {
@@ -221,6 +246,17 @@ static void *closed_loop(void *arg)
         pthread_mutex_lock(&b.lock);
         b.closed_accepts++;
         pthread_mutex_unlock(&b.lock);
+        char request[4096], head[160];
+        struct timeval wait = {.tv_sec = 2};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+        if (recv(fd, request, sizeof(request), 0) > 0) {
+            int n = snprintf(head, sizeof(head),
+                             "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                             "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                             sizeof(page) - 1);
+            if (send(fd, head, (size_t)n, MSG_NOSIGNAL) == n)
+                send(fd, page, sizeof(page) - 1, MSG_NOSIGNAL);
+        }
         close(fd);
     }
 }
@@ -251,6 +287,20 @@ static int web_start(void)
 
 static void silence(void *userdata, virErrorPtr error)
 {
+}
+
+/* legbad on qemu:///system with the config file, logging to log_name in the test's directory. */
+static int start_legbad(const char *config, const char *log_name)
+{
+    HarnessLegbadOptions options = {
+        .dir = b.dir,
+        .data_dir = b.data_dir,
+        .images_dir = b.images_dir,
+        .libvirt_uri = QEMU_URI,
+        .log_name = log_name,
+        .extra_args = HARNESS_LIST("--config", config),
+    };
+    return harness_legbad_start(&options, &b.legbad);
 }
 
 static int group_setup(void **state)
@@ -292,14 +342,7 @@ static int group_setup(void **state)
     if (harness_org_create(b.data_dir, "browser-test", &b.org) < 0)
         return -1;
 
-    HarnessLegbadOptions options = {
-        .dir = b.dir,
-        .data_dir = b.data_dir,
-        .images_dir = b.images_dir,
-        .libvirt_uri = QEMU_URI,
-        .extra_args = HARNESS_LIST("--config", b.config),
-    };
-    return harness_legbad_start(&options, &b.legbad);
+    return start_legbad(b.config, "legbad.log");
 }
 
 static int group_teardown(void **state)
@@ -349,24 +392,31 @@ static void fail_with_log(const char *what, const HarnessResponse *resp)
     fail_msg("%s: HTTP %d %s", what, resp ? resp->status : 0, resp && resp->body ? resp->body : "");
 }
 
-/* Creates an instance; *ret_access_url (when not NULL) gets its access URL, key included. */
-static void create(const char *image, const char *size, const char *start_url, char ret_uuid[40],
+/*
+ * Creates an instance with the start_url and clipboard, which must start as
+ * want_start says (Legba-Start: cold, warm or standby); *ret_access_url
+ * (when not NULL) gets its access URL, key included.
+ */
+static void create(const char *image, const char *size, const char *start_url,
+                   const char *clipboard, const char *want_start, char ret_uuid[40],
                    char **ret_access_url)
 {
     char path[128], body[512];
     HarnessResponse resp = {0};
     snprintf(path, sizeof(path), "/orgs/%s/api/instances", b.org.uuid);
-    if (start_url)
-        snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"%s\",\"start_url\":\"%s\"}",
-                 image, size, start_url);
-    else
-        snprintf(body, sizeof(body), "{\"image\":\"%s\",\"size\":\"%s\"}", image, size);
+    snprintf(body, sizeof(body),
+             "{\"image\":\"%s\",\"size\":\"%s\",\"start_url\":\"%s\",\"clipboard\":\"%s\"}", image,
+             size, start_url, clipboard);
     assert_int_equal(harness_http(b.legbad->port, "POST", path,
                                   HARNESS_LIST(b.org.auth, "Content-Type: application/json"), body,
                                   strlen(body), &resp),
                      0);
     if (resp.status != 201)
         fail_with_log("create", &resp);
+    const char *start = harness_header(&resp, "Legba-Start");
+    if (!start || strcmp(start, want_start) != 0)
+        fail_msg("%s %s started %s, %s expected", image, size, start ? start : "(none)",
+                 want_start);
     /* Creating does not wait for the guest. */
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(resp.json, "ready")));
     snprintf(ret_uuid, 40, "%s",
@@ -652,7 +702,7 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     pthread_mutex_unlock(&b.lock);
 
     time_t t0 = time(NULL);
-    create(image, size, "http://10.0.2.100/", uuid, NULL);
+    create(image, size, "http://10.0.2.100/", "none", "cold", uuid, NULL);
     int waited = wait_ready(uuid);
     fprintf(stderr, "it_browser: %s (%s): ready %d s after create (%lld s incl. request)\n", image,
             size, waited, (long long)(time(NULL) - t0));
@@ -1021,6 +1071,95 @@ static void test_webdriver_local_page(void **state)
     driver_stop();
 }
 
+/* The command line of a running instance's QEMU, its arguments joined by spaces. */
+static char *qemu_cmdline(const char *uuid)
+{
+    size_t len;
+    pid_t pid = harness_qemu_pid(uuid);
+    char *cmdline = pid > 0 ? harness_process_cmdline(pid, &len) : NULL;
+    if (!cmdline)
+        fail_msg("no QEMU command line for instance %s (pid %d)", uuid, (int)pid);
+    for (size_t i = 0; i < len; i++)
+        if (cmdline[i] == '\0')
+            cmdline[i] = ' ';
+    return cmdline;
+}
+
+/* What the viewer's clipboard panel holds, or NULL; malloc'd. */
+static char *panel_text(void)
+{
+    return page_string("return document.getElementById('clipboard-text').value;");
+}
+
+/*
+ * The clipboard of an instance created with "both", on real QEMU: its
+ * domain has the qemu-vdagent channel; text sent from the viewer's panel
+ * is what Ctrl+V pastes into the guest's page, and text the page copies
+ * shows up in the panel. Each crossing goes VNC (through the relay), QEMU's
+ * agent, the guest's spice-vdagent and X's clipboard.
+ */
+static void clipboard_both_ways(const char *uuid)
+{
+    char *cmdline = qemu_cmdline(uuid);
+    if (!strstr(cmdline, "-chardev qemu-vdagent,") || !strstr(cmdline, ",clipboard=on,mouse=off") ||
+        !strstr(cmdline, "\"name\":\"com.redhat.spice.0\""))
+        fail_msg("no clipboard channel on the QEMU command line: %s", cmdline);
+    free(cmdline);
+
+    cJSON *hidden = NULL;
+    assert_int_equal(
+        webdriver_execute(b.driver,
+                          "const p = document.getElementById('clipboard'); p.open = true;"
+                          "document.getElementById('clipboard-text').value = '" SENT_TO_VM "';"
+                          "document.getElementById('clipboard-send').click(); return p.hidden;",
+                          &hidden),
+        0);
+    bool panel_hidden = cJSON_IsTrue(hidden);
+    cJSON_Delete(hidden);
+    if (panel_hidden)
+        viewer_fail("the viewer hides its clipboard panel from an instance with clipboard both");
+
+    /* Ctrl+V into the viewer (the send gave it the focus back), until the page reports a paste. */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char pasted[64] = "";
+    for (int attempt = 0; !pasted[0] && attempt < 6; attempt++) {
+        sleep_ms(1000);
+        assert_int_equal(webdriver_chord(b.driver, WEBDRIVER_KEY_CONTROL, "v"), 0);
+        for (int i = 0; i < 40 && !pasted[0]; i++) {
+            sleep_ms(100);
+            pthread_mutex_lock(&b.lock);
+            snprintf(pasted, sizeof(pasted), "%s", b.pasted);
+            pthread_mutex_unlock(&b.lock);
+        }
+    }
+    fprintf(stderr,
+            "it_browser: clipboard to the VM: the page pasted \"%s\" %.1f s after the send\n",
+            pasted, seconds_since(&t0));
+    if (strcmp(pasted, SENT_TO_VM) != 0)
+        viewer_fail("the guest's page pasted \"%s\", not the viewer's \"" SENT_TO_VM "\"", pasted);
+
+    /* "c" makes the page copy; the text comes back to the viewer's panel. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(webdriver_type(b.driver, "c"), 0);
+    char *text = NULL;
+    for (;;) {
+        free(text);
+        text = panel_text();
+        if (text && strcmp(text, COPIED_IN_VM) == 0)
+            break;
+        if (seconds_since(&t0) > CHANGE_TIMEOUT_S)
+            viewer_fail("the viewer's clipboard panel holds \"%s\", not the guest's \"" COPIED_IN_VM
+                        "\", %d s after the copy",
+                        text ? text : "?", CHANGE_TIMEOUT_S);
+        sleep_ms(200);
+    }
+    free(text);
+    fprintf(stderr,
+            "it_browser: clipboard from the VM: in the viewer's panel %.1f s after the copy\n",
+            seconds_since(&t0));
+}
+
 /*
  * The access URL end to end: a chromium instance shows the test page; the
  * URL from the create answer, opened in the host's headless Chromium,
@@ -1036,7 +1175,7 @@ static void test_chromium_through_access_url(void **state)
     clear_last_key();
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    create("debian-12-chromium", "medium", "http://10.0.2.100/", uuid, &access_url);
+    create("debian-12-chromium", "medium", "http://10.0.2.100/", "both", "cold", uuid, &access_url);
     assert_non_null(strstr(access_url, "#key="));
 
     /* Opened at once, the viewer says the browser is still starting, and has the key put away. */
@@ -1074,6 +1213,7 @@ static void test_chromium_through_access_url(void **state)
     last_key(key);
     fprintf(stderr, "it_browser: the guest's page reported key \"%s\"\n", key);
     assert_string_equal(key, "a");
+    clipboard_both_ways(uuid);
 
     /* A stopped VM: the viewer loses its console and says so. */
     instance_action(uuid, "stop");
@@ -1113,35 +1253,6 @@ static void test_chromium_through_access_url(void **state)
     fprintf(stderr, "it_browser: access URL test took %.0f s\n", seconds_since(&t0));
 }
 
-/* A small file whole (NULs and all), NUL-terminated; *ret_len without the terminator. */
-static char *read_small_file(const char *path, size_t *ret_len)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        fail_msg("cannot open %s: %s", path, strerror(errno));
-    char *data = calloc(1, 65537);
-    assert_non_null(data);
-    *ret_len = fread(data, 1, 65536, f);
-    fclose(f);
-    return data;
-}
-
-/* The QEMU process of a running instance, from libvirt's pid file: its command line. */
-static char *qemu_cmdline(const char *uuid)
-{
-    char path[128];
-    size_t len;
-    snprintf(path, sizeof(path), "/run/libvirt/qemu/legba-%s.pid", uuid);
-    char *pid_text = read_small_file(path, &len);
-    snprintf(path, sizeof(path), "/proc/%ld/cmdline", strtol(pid_text, NULL, 10));
-    free(pid_text);
-    char *cmdline = read_small_file(path, &len);
-    for (size_t i = 0; i < len; i++)
-        if (cmdline[i] == '\0')
-            cmdline[i] = ' ';
-    return cmdline;
-}
-
 /* A probe's result as the page reported it: "shut" or "open", then milliseconds. */
 static long probe_ms(const char *report, const char *want)
 {
@@ -1151,13 +1262,16 @@ static long probe_ms(const char *report, const char *want)
 }
 
 /*
- * An org switched to network egress, under a config that allows only this
- * test's page server: the guest loads the page through its gateway, and
- * the page's fetches of a second loopback service and of legbad fail
- * (slirp may turn the refusal into a timeout), and neither ever sees a
- * connection from it. The rules are read back from the kernel, the
- * QEMU command line from /proc, and after DELETE nothing of the instance
- * is left: no domain, disk or QEMU log.
+ * Network egress, under a config that allows only this test's page server,
+ * for VMs taken from a warm pool (the agent opens each start_url at that
+ * moment). One guest loads the allowed page through its
+ * gateway, and the page's fetches of a second loopback service and of
+ * legbad fail (slirp may turn the refusal into a timeout). Another gets
+ * that second service as its start_url and shows the browser's error page,
+ * not the service's page. Neither service ever sees a connection. The
+ * rules are read back from the kernel, the QEMU command line from /proc,
+ * and after DELETE nothing of either instance is left: no domain, disk or
+ * QEMU log.
  */
 static void test_egress_confined(void **state)
 {
@@ -1184,15 +1298,45 @@ static void test_egress_confined(void **state)
     fprintf(stderr, "it_browser: egress rules read back:\n%s", rules);
     free(rules);
 
-    assert_int_equal(harness_org_network(b.data_dir, b.org.uuid, "egress"), 0);
-    char uuid[40];
+    /*
+     * legbad again, with egress for every org and two warm Chromium VMs in
+     * the pool: both creates below take one, and the agent opens their
+     * start_url at that moment.
+     */
+    char conf[512];
+    snprintf(conf, sizeof(conf), "%s/egress.conf", b.dir);
+    FILE *f = fopen(conf, "we");
+    assert_non_null(f);
+    fprintf(f,
+            "guest_forward = 127.0.0.1:%u\negress_destinations = allowed\n"
+            "egress_allow = 127.0.0.1:%u\nnetwork = egress\n"
+            "pool = debian-12-chromium:small:2\npool_boots = 2\n",
+            b.web_port, b.web_port);
+    fclose(f);
+    assert_int_equal(harness_legbad_stop_free(&b.legbad), 0);
+    assert_int_equal(start_legbad(conf, "legbad-egress.log"), 0);
+    long long t0 = harness_now_ms();
+    if (harness_pool_wait(b.data_dir, "debian-12-chromium", "small", "warm", 2, READY_TIMEOUT_S) !=
+        0)
+        fail_with_log("the pool did not fill", NULL);
+    fprintf(stderr, "it_browser: egress: 2 warm Chromium VMs in the pool %.0f s after start\n",
+            (harness_now_ms() - t0) / 1000.0);
+
+    /* The allowed page, through the allow rule: it probes the forbidden services. */
+    char uuid[40], refused[40];
     snprintf(path, sizeof(path), "http://10.0.2.2:%u/egress", b.web_port);
-    create("debian-12-chromium", "small", path, uuid, NULL);
+    t0 = harness_now_ms();
+    create("debian-12-chromium", "small", path, "none", "warm", uuid, NULL);
     char *cmdline = qemu_cmdline(uuid);
     if (!strstr(cmdline, "-netdev user,id=legbanet0,restrict=off,ipv6=off,guestfwd="))
         fail_msg("no egress netdev on the QEMU command line: %s", cmdline);
+    /* Clipboard "none" (and every pool VM): no clipboard channel at all. */
+    if (strstr(cmdline, "qemu-vdagent") || strstr(cmdline, "com.redhat.spice.0"))
+        fail_msg("a clipboard channel on the QEMU command line: %s", cmdline);
     free(cmdline);
     int waited = wait_ready(uuid);
+    fprintf(stderr, "it_browser: egress: warm VM ready on its start_url %.1f s after create\n",
+            (harness_now_ms() - t0) / 1000.0);
 
     char report[64] = "";
     for (int i = 0; i < 60 && !report[0]; i++) {
@@ -1220,27 +1364,62 @@ static void test_egress_confined(void **state)
          legbad_ms = second ? probe_ms(second + 1, "shut") : -1;
     if (closed_ms < 0 || legbad_ms < 0)
         fail_with_log("a loopback service answered the guest", NULL);
-    /* Neither service saw the guest at all (the probes ask for "/", which no test asks legbad). */
+
+    /*
+     * The forbidden service as the start_url, through the gateway: the
+     * browser shows its error page, not the service's magenta and green.
+     */
+    snprintf(path, sizeof(path), "http://10.0.2.2:%u/", b.closed_port);
+    t0 = harness_now_ms();
+    create("debian-12-chromium", "small", path, "none", "warm", refused, NULL);
+    waited = wait_ready(refused);
+    Picture pic = {0};
+    screenshot(refused, &pic);
+    PageShares shares = page_shares(&pic, &unscaled, 1280, 720, false);
+    double white = share_of(&pic, &unscaled, 0, 0, 1280, 720, 0xff, 0xff, 0xff);
+    free(pic.rgb);
+    pthread_mutex_lock(&b.lock);
+    accepts = b.closed_accepts;
+    pthread_mutex_unlock(&b.lock);
+    fprintf(stderr,
+            "it_browser: egress: start_url %s ready %.1f s after create (warm); screen %.0f%% "
+            "white, centre %.0f%% green, band %.0f%% magenta; the service saw %u connections\n",
+            path, (harness_now_ms() - t0) / 1000.0, white * 100, shares.square * 100,
+            shares.background * 100, accepts);
+    if (shares.square > 0.05 || shares.background > 0.05)
+        fail_with_log("the forbidden service's page is on the screen", NULL);
+    /* Chromium's error page is white with grey text: most of the screen. */
+    if (white < 0.8)
+        fail_with_log("no browser error page on the screen", NULL);
+    /* Neither service saw the guests at all (the probes ask for "/", which no test asks legbad). */
     assert_int_equal(accepts, 0);
     if (harness_log_contains(b.legbad->log_path, " GET / "))
         fail_with_log("legbad was reached from the guest", NULL);
 
-    delete_instance(uuid);
-    assert_int_equal(harness_org_network(b.data_dir, b.org.uuid, "default"), 0);
-    snprintf(path, sizeof(path), "/var/log/libvirt/qemu/legba-%s.log", uuid);
-    if (access(path, F_OK) == 0)
-        fail_msg("%s survived DELETE", path);
-    snprintf(path, sizeof(path), "legba-%s", uuid);
-    virDomainPtr dom = virDomainLookupByName(b.conn, path);
-    if (dom) {
-        virDomainFree(dom);
-        fail_msg("domain %s survived DELETE", path);
+    const char *gone[] = {uuid, refused};
+    for (size_t i = 0; i < ARRAY_SIZE(gone); i++) {
+        delete_instance(gone[i]);
+        snprintf(path, sizeof(path), "/var/log/libvirt/qemu/legba-%s.log", gone[i]);
+        if (access(path, F_OK) == 0)
+            fail_msg("%s survived DELETE", path);
+        snprintf(path, sizeof(path), "legba-%s", gone[i]);
+        virDomainPtr dom = virDomainLookupByName(b.conn, path);
+        if (dom) {
+            virDomainFree(dom);
+            fail_msg("domain %s survived DELETE", path);
+        }
+        char *overlay = disk_overlay_path(b.data_dir, gone[i]);
+        assert_non_null(overlay);
+        if (access(overlay, F_OK) == 0)
+            fail_msg("%s survived DELETE", overlay);
+        free(overlay);
     }
-    char *overlay = disk_overlay_path(b.data_dir, uuid);
-    assert_non_null(overlay);
-    if (access(overlay, F_OK) == 0)
-        fail_msg("%s survived DELETE", overlay);
-    free(overlay);
+
+    /* The first config again: no pool, so legbad removes the VMs that refilled it. */
+    assert_int_equal(harness_legbad_stop_free(&b.legbad), 0);
+    assert_int_equal(start_legbad(b.config, "legbad-after-egress.log"), 0);
+    if (harness_pool_wait(b.data_dir, "debian-12-chromium", "small", "warm", 0, 60) != 0)
+        fail_with_log("the pool was not emptied", NULL);
 }
 
 int main(void)

@@ -214,20 +214,6 @@ static bool domain_exists(const char *uuid)
     return true;
 }
 
-/* The QEMU process libvirt started for the domain, from its pid file. */
-static pid_t qemu_pid(const char *uuid)
-{
-    char path[128], buf[32] = {0};
-    snprintf(path, sizeof(path), "/run/libvirt/qemu/legba-%s.pid", uuid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    if (!fgets(buf, sizeof(buf), f))
-        buf[0] = '\0';
-    fclose(f);
-    return (pid_t)atoi(buf);
-}
-
 /* Whether pid is alive and is a QEMU whose command line names the domain. */
 static bool qemu_runs(pid_t pid, const char *uuid)
 {
@@ -297,21 +283,12 @@ static void assert_console_speaks_rfb(virDomainPtr dom)
     assert_string_equal(banner, "RFB 003.008\n");
 }
 
-/* The NUL-separated arguments of a process, whole (at most 1 MiB); *ret_len bytes. */
+/* The NUL-separated arguments of a process (harness_process_cmdline), which must be readable. */
 static char *process_cmdline(pid_t pid, size_t *ret_len)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    FILE *f = fopen(path, "re");
-    assert_non_null(f);
-    size_t cap = 1 << 20;
-    char *args = malloc(cap + 1);
-    assert_non_null(args);
-    size_t n = fread(args, 1, cap, f);
-    fclose(f);
-    assert_true(n > 0 && n < cap);
-    args[n] = '\0';
-    *ret_len = n;
+    char *args = harness_process_cmdline(pid, ret_len);
+    if (!args)
+        fail_msg("cannot read the command line of process %d", (int)pid);
     return args;
 }
 
@@ -434,7 +411,7 @@ static void test_create_console_delete(void **state)
     assert_null(strstr(xml, "<interface"));
     assert_non_null(strstr(xml, "<listen type='none'/>"));
     free(xml);
-    pid_t pid = qemu_pid(uuid);
+    pid_t pid = harness_qemu_pid(uuid);
     assert_true(pid > 0);
     assert_true(qemu_runs(pid, uuid));
     assert_qemu_hardened(pid);
@@ -485,7 +462,7 @@ static void test_uefi_sata_image(void **state)
     free(xml);
     assert_true(nvram_path[0] == '/');
     assert_true(harness_file_exists(nvram_path));
-    pid_t pid = qemu_pid(uuid);
+    pid_t pid = harness_qemu_pid(uuid);
     assert_true(qemu_runs(pid, uuid));
     assert_console_speaks_rfb(dom);
     virDomainFree(dom);
@@ -720,7 +697,7 @@ static void test_stop_start_real(void **state)
 {
     char uuid[UUID_STR_LEN];
     create_instance(uuid);
-    pid_t pid = qemu_pid(uuid);
+    pid_t pid = harness_qemu_pid(uuid);
     assert_true(pid > 0);
     assert_true(qemu_runs(pid, uuid));
     _cleanup_free_ char *overlay = overlay_of(uuid);
@@ -743,7 +720,7 @@ static void test_stop_start_real(void **state)
     long long t1 = harness_now_ms();
     assert_action_status(uuid, "start", "running");
     long long started = harness_now_ms();
-    pid_t again = qemu_pid(uuid);
+    pid_t again = harness_qemu_pid(uuid);
     assert_true(again > 0);
     assert_true(qemu_runs(again, uuid));
     assert_int_equal(domain_state(uuid), VIR_DOMAIN_RUNNING);
@@ -753,7 +730,7 @@ static void test_stop_start_real(void **state)
     assert_non_null(status);
     assert_string_equal(status, "running");
     assert_action_status(uuid, "start", "running");
-    assert_int_equal(qemu_pid(uuid), again);
+    assert_int_equal(harness_qemu_pid(uuid), again);
     virDomainPtr dom = lookup(uuid);
     assert_non_null(dom);
     assert_console_speaks_rfb(dom);
@@ -791,31 +768,11 @@ static char *pool_records(void)
     return text;
 }
 
-/* Waits until legbactl pool list shows want ready VMs of the size and mode, none on the way. */
+/* Waits until legbactl pool list shows want ready tiny VMs of the size and mode, none on the way.
+ */
 static void wait_pool_ready(const char *size, const char *mode, int want, int seconds)
 {
-    long long deadline = harness_now_ms() + seconds * 1000LL;
-    for (;;) {
-        cJSON *json = NULL;
-        assert_int_equal(harness_legbactl(q.data_dir, HARNESS_LIST("pool", "list"), &json), 0);
-        int ready = 0, booting = 0;
-        const cJSON *group;
-        cJSON_ArrayForEach(group, cJSON_GetObjectItem(json, "pool"))
-        {
-            if (strcmp(harness_json_string(group, "size"), size) == 0 &&
-                strcmp(harness_json_string(group, "mode"), mode) == 0) {
-                ready = (int)cJSON_GetObjectItem(group, "ready")->valuedouble;
-                booting = (int)cJSON_GetObjectItem(group, "booting")->valuedouble;
-            }
-        }
-        cJSON_Delete(json);
-        if (ready == want && booting == 0)
-            return;
-        if (harness_now_ms() > deadline)
-            fail_msg("pool %s %s: %d ready, %d booting after %d s (%d expected)", size, mode, ready,
-                     booting, seconds, want);
-        usleep(200 * 1000);
-    }
+    assert_int_equal(harness_pool_wait(q.data_dir, "tiny", size, mode, want, seconds), 0);
 }
 
 /* POST tiny of the size: 201 started as want_start; the ms it took. */
@@ -878,7 +835,7 @@ static void test_pool_real(void **state)
     print_message("POST -> 201: warm %lld ms, standby (restored) %lld ms\n", warm_ms, standby_ms);
     const char *const taken[] = {warm, standby};
     for (size_t i = 0; i < 2; i++) {
-        pid_t pid = qemu_pid(taken[i]);
+        pid_t pid = harness_qemu_pid(taken[i]);
         assert_true(pid > 0);
         assert_true(qemu_runs(pid, taken[i]));
         virDomainPtr dom = lookup(taken[i]);
@@ -941,7 +898,7 @@ static void test_expiry_real(void **state)
              cJSON_GetStringValue(cJSON_GetObjectItem(resp.json, "instance_uuid")));
     harness_response_done(&resp);
     long long answered = harness_now_ms();
-    pid_t pid = qemu_pid(uuid);
+    pid_t pid = harness_qemu_pid(uuid);
     assert_true(pid > 0);
     assert_true(qemu_runs(pid, uuid));
     _cleanup_free_ char *overlay = overlay_of(uuid);
@@ -1257,7 +1214,7 @@ static void test_libvirtd_restart(void **state)
     char instances_dir[512];
     snprintf(instances_dir, sizeof(instances_dir), "%s/instances", q.data_dir);
     create_instance(uuid);
-    pid_t qemu = qemu_pid(uuid);
+    pid_t qemu = harness_qemu_pid(uuid);
     assert_true(qemu > 0);
     assert_true(qemu_runs(qemu, uuid));
     assert_false(harness_log_contains(q.legbad->log_path, "reconnected"));
@@ -1318,7 +1275,7 @@ static void test_libvirtd_restart(void **state)
 
     /* The guest never noticed: the same QEMU process, and the record still says running. */
     assert_true(qemu_runs(qemu, uuid));
-    assert_int_equal(qemu_pid(uuid), qemu);
+    assert_int_equal(harness_qemu_pid(uuid), qemu);
     assert_int_equal(domain_state(uuid), VIR_DOMAIN_RUNNING);
     free(status);
     status = instance_status(uuid);
@@ -1327,7 +1284,7 @@ static void test_libvirtd_restart(void **state)
 
     /* Creates work again. */
     create_instance(after);
-    assert_true(qemu_runs(qemu_pid(after), after));
+    assert_true(qemu_runs(harness_qemu_pid(after), after));
 
     /* Lifecycle events come over the new connection: a domain killed outside legbad shows. */
     snprintf(name, sizeof(name), "legba-%s", uuid);

@@ -182,6 +182,14 @@ static void test_parse_kernel(void **state)
     assert_string_equal(image->initrd_path, path);
     assert_string_equal(image->cmdline, "root=/dev/vda ro quiet");
     assert_string_equal(image->description, "");
+    /* A clipboard only when the manifest says so, kernel boot or not. */
+    assert_false(image->clipboard);
+    image_free(image);
+
+    json = "{\"schema\":1,\"name\":\"tiny\",\"boot\":\"kernel\",\"disk\":\"disk.qcow2\","
+           "\"kernel\":\"vmlinuz\",\"clipboard\":true}";
+    assert_int_equal(parse(f, json, &image, NULL), 0);
+    assert_true(image->clipboard);
     image_free(image);
 }
 
@@ -280,6 +288,12 @@ typedef struct {
 #define KERNEL "\"schema\":1,\"name\":\"tiny\",\"boot\":\"kernel\",\"disk\":\"disk.qcow2\""
 
 static const BadManifest bad_manifests[] = {
+    {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
+     "\"clipboard\":\"yes\"}",
+     "field 'clipboard' must be true or false"},
+    {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
+     "\"clipboard\":true,\"clipboard\":false}",
+     "field 'clipboard' appears more than once"},
     {"{\"schema\":2,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\"}",
      "field 'schema' must be 1"},
     {"{\"schema\":\"1\",\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\"}",

@@ -443,6 +443,7 @@ static char *render_domain(const char *tmpl, const char *size, const char *domai
                           : NULL},
         {"disk_sata", NULL},
         {"uefi", NULL},
+        {"clipboard", kernel ? "1" : NULL},
     };
     return render_ok(tmpl, vars, ARRAY_SIZE(vars));
 }
@@ -482,6 +483,7 @@ static void test_kernel_without_initrd_or_cmdline(void **state)
         {"netdev", NULL},
         {"disk_sata", "1"},
         {"uefi", NULL},
+        {"clipboard", NULL},
     };
     char *xml = render_ok(domain_templates_get(t, "small"), vars, ARRAY_SIZE(vars));
     assert_contains(xml, "<kernel>/var/lib/legba/images/plain/vmlinuz</kernel>");
@@ -539,6 +541,16 @@ static void test_render_real_templates(void **state)
             } else {
                 assert_lacks(xml, "-netdev");
                 assert_lacks(xml, "legbanet0");
+            }
+            /* A clipboard channel only for an instance that allows one; never the agent's mouse. */
+            if (kernel) {
+                assert_contains(xml, "<channel type='qemu-vdagent'>\n      <source>\n"
+                                     "        <clipboard copypaste='yes'/>\n"
+                                     "        <mouse mode='server'/>\n      </source>\n"
+                                     "      <target type='virtio' name='com.redhat.spice.0'/>");
+            } else {
+                assert_lacks(xml, "<channel type='qemu-vdagent'>");
+                assert_lacks(xml, "name='com.redhat.spice.0'");
             }
             /* The limits: CPU by vCPUs, throttled disk, no shared or ballooned memory. */
             snprintf(expect, sizeof(expect), "<shares>%u</shares>", 1024 * sizes[i].vcpus);
@@ -645,8 +657,12 @@ static void test_real_templates_define_in_libvirt(void **state)
             assert_contains(desc, INSTANCE_UUID "&amp;.qcow2");
             assert_contains(desc, "<target dev='vda' bus='virtio'/>");
             assert_lacks(desc, "<interface");
-            if (kernel)
+            if (kernel) {
                 assert_contains(desc, "<cmdline>" CMDLINE_ESCAPED "</cmdline>");
+                assert_contains(desc, "<channel type='qemu-vdagent'>");
+                assert_contains(desc, "<clipboard copypaste='yes'/>");
+                assert_contains(desc, "<mouse mode='server'/>");
+            }
             free(desc);
 
             assert_int_equal(virDomainUndefine(dom), 0);

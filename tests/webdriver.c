@@ -379,16 +379,25 @@ static size_t utf8_length(unsigned char c)
     return c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
 }
 
-int webdriver_type(WebDriver *driver, const char *text)
+/* A keyboard input source; *ret_list gets its (empty) list of actions, or NULL on ENOMEM. */
+static cJSON *keyboard(cJSON **ret_list)
 {
     cJSON *source = cJSON_CreateObject();
     cJSON_AddStringToObject(source, "type", "key");
     cJSON_AddStringToObject(source, "id", "keyboard");
-    cJSON *list = cJSON_AddArrayToObject(source, "actions");
-    if (!list) {
+    *ret_list = cJSON_AddArrayToObject(source, "actions");
+    if (!*ret_list) {
         cJSON_Delete(source);
-        return -ENOMEM;
+        return NULL;
     }
+    return source;
+}
+
+int webdriver_type(WebDriver *driver, const char *text)
+{
+    cJSON *list, *source = keyboard(&list);
+    if (!source)
+        return -ENOMEM;
     for (const char *p = text; *p;) {
         size_t n = utf8_length((unsigned char)*p);
         if (strnlen(p, n) < n)
@@ -399,6 +408,18 @@ int webdriver_type(WebDriver *driver, const char *text)
         cJSON_AddStringToObject(action(list, "keyUp"), "value", key);
         p += n;
     }
+    return perform(driver, source);
+}
+
+int webdriver_chord(WebDriver *driver, const char *modifier, const char *key)
+{
+    cJSON *list, *source = keyboard(&list);
+    if (!source)
+        return -ENOMEM;
+    cJSON_AddStringToObject(action(list, "keyDown"), "value", modifier);
+    cJSON_AddStringToObject(action(list, "keyDown"), "value", key);
+    cJSON_AddStringToObject(action(list, "keyUp"), "value", key);
+    cJSON_AddStringToObject(action(list, "keyUp"), "value", modifier);
     return perform(driver, source);
 }
 

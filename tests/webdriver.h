@@ -56,6 +56,15 @@ int webdriver_click(WebDriver *driver, int x, int y);
  */
 int webdriver_type(WebDriver *driver, const char *text);
 
+/* WebDriver's code point for the left Control key, as UTF-8. */
+#define WEBDRIVER_KEY_CONTROL "\xee\x80\x89"
+
+/*
+ * A chord: modifier (such as WEBDRIVER_KEY_CONTROL) held while key (one
+ * character) is pressed and released, then released itself.
+ */
+int webdriver_chord(WebDriver *driver, const char *modifier, const char *key);
+
 /* The browser console messages logged since the last call, one a line; *ret_text malloc'd. */
 int webdriver_browser_log(WebDriver *driver, char **ret_text);
 

@@ -22,7 +22,7 @@ readonly LEGBA_SUITE LEGBA_COMMON_DIR
 LEGBA_BASE_PACKAGES=(
     linux-image-amd64 systemd-sysv udev zstd passwd ca-certificates
     xserver-xorg-core xserver-xorg-input-libinput xinit x11-xserver-utils
-    matchbox-window-manager
+    matchbox-window-manager spice-vdagent
     fonts-dejavu-core fonts-liberation2
     python3
 )
@@ -72,6 +72,8 @@ LEGBA_MASKED_UNITS=(
     systemd-binfmt.service proc-sys-fs-binfmt_misc.automount
     systemd-update-utmp.service systemd-update-utmp-runlevel.service
     remote-fs.target
+    # legba-vdagentd.service runs the SPICE agent instead, only with a clipboard port.
+    spice-vdagentd.service spice-vdagentd.socket
 )
 
 # The initramfs only has to mount the root file system on the virtio disk:
@@ -165,6 +167,11 @@ legba_install_common() {
     install -D -m 0644 "$c/71-legba-network.rules" "$root/etc/udev/rules.d/71-legba-network.rules"
     install -D -m 0644 "$c/10-legba.conf" "$root/etc/X11/xorg.conf.d/10-legba.conf"
     install -D -m 0644 "$c/journald.conf" "$root/etc/systemd/journald.conf.d/legba.conf"
+    install -D -m 0644 "$c/legba-vdagentd.service" "$root/etc/systemd/system/legba-vdagentd.service"
+    install -D -m 0644 "$c/72-legba-clipboard.rules" "$root/etc/udev/rules.d/72-legba-clipboard.rules"
+    install -D -m 0644 "$c/60-legba-net.conf" "$root/etc/sysctl.d/60-legba-net.conf"
+    [[ -x $root/usr/sbin/spice-vdagentd && -x $root/usr/bin/spice-vdagent ]] ||
+        legba_die "spice-vdagent did not install spice-vdagentd and spice-vdagent"
 
     mkdir -p "$root/etc/legba"
     printf 'protocol=%s\nstart_url=%s\nstart_color=%s\n' \
@@ -286,6 +293,7 @@ legba_write_manifest() {
   "kernel": "vmlinuz",
   "initrd": "initrd.img",
   "cmdline": "$LEGBA_CMDLINE",
+  "clipboard": true,
   "recipe_sha256": "$RECIPE_SHA256",
   "built_at": "$built_at"
 }

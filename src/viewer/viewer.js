@@ -8,11 +8,21 @@
 import RFB from './novnc/core/rfb.js';
 
 const POLL_MS = 2000;
+// A console message may be 256 KiB; a ClientCutText spends 8 bytes on its header.
+const CLIPBOARD_MAX = 256 * 1024 - 8;
 const KEY_PATTERN = /^[0-9a-f]{64}$/i;
 const GONE = 'This browser is gone: the instance was deleted.';
 
 const screen = document.getElementById('screen');
 const message = document.getElementById('message');
+const clipboard = {
+    panel: document.getElementById('clipboard'),
+    text: document.getElementById('clipboard-text'),
+    send: document.getElementById('clipboard-send'),
+    note: document.getElementById('clipboard-note'),
+    mode: 'none', // the instance's setting; the relay enforces it, this only shows it
+    rfb: null,
+};
 
 function show(state, text) {
     document.body.dataset.state = state;
@@ -88,6 +98,7 @@ async function watch() {
         if (code === 403)
             return show('denied', 'Open this browser with its access link.');
         if (code === 200 && body) {
+            showClipboard(body.clipboard);
             if (body.status === 'stopped')
                 show('stopped', 'The virtual machine is stopped.');
             else if (!body.ready)
@@ -98,6 +109,36 @@ async function watch() {
         await sleep(POLL_MS);
     }
 }
+
+// The clipboard panel, for an instance whose clipboard is "to_vm" or "both".
+function showClipboard(mode) {
+    clipboard.mode = mode === 'to_vm' || mode === 'both' ? mode : 'none';
+    clipboard.panel.hidden = clipboard.mode === 'none';
+}
+
+// The text goes as one plain ClientCutText of UTF-8, which QEMU gives the
+// VM as it is. (noVNC's own clipboardPasteFrom uses the extended clipboard
+// once negotiated, whose text ends in a NUL and CRLF line ends that QEMU
+// passes on into the VM's clipboard.)
+function sendClipboard(rfb, text) {
+    const bytes = new TextEncoder().encode(text);
+    if (bytes.length > CLIPBOARD_MAX)
+        return 'Too long: at most 256 KiB.';
+    if (rfb._sock)
+        RFB.messages.clientCutText(rfb._sock, bytes);
+    else
+        rfb.clipboardPasteFrom(text); // another noVNC: its own way
+    return 'Sent: paste it in the browser.';
+}
+
+clipboard.send.addEventListener('click', () => {
+    if (!clipboard.rfb) {
+        clipboard.note.textContent = 'Not connected.';
+        return;
+    }
+    clipboard.note.textContent = sendClipboard(clipboard.rfb, clipboard.text.value);
+    clipboard.rfb.focus();
+});
 
 // The message stays up until noVNC says how the connection went.
 function connect() {
@@ -111,11 +152,21 @@ function connect() {
     rfb.background = '#000';
     rfb.addEventListener('connect', () => {
         show('connected', null);
+        clipboard.rfb = rfb;
         rfb.focus(); // typing works without a click first
+    });
+    // Text copied in the VM (only "both" lets it through the relay).
+    rfb.addEventListener('clipboard', (e) => {
+        if (clipboard.mode !== 'both')
+            return;
+        clipboard.text.value = e.detail.text;
+        clipboard.note.textContent = 'Copied in the browser.';
+        navigator.clipboard?.writeText(e.detail.text).catch(() => {});
     });
     // Lost for any reason (network, legbad restart, VM stopped, instance
     // deleted): the status tells which, so ask it again.
     rfb.addEventListener('disconnect', () => {
+        clipboard.rfb = null;
         show('reconnecting', 'Connection lost, reconnecting…');
         setTimeout(watch, POLL_MS);
     });
