@@ -351,6 +351,11 @@ static void assert_qemu_hardened(pid_t pid)
     if (!machine || !strstr(machine, "mem-merge=off"))
         fail_msg("QEMU %d: -machine …mem-merge=off expected, got %s", (int)pid,
                  machine ? machine : "no -machine");
+    /* Under TCG, a translation cache of 256 MiB instead of QEMU's 1 GiB. */
+    const char *accel = arg_after(args, len, "-accel");
+    if (!accel || (strncmp(accel, "tcg", 3) == 0 && strcmp(accel, "tcg,tb-size=256") != 0))
+        fail_msg("QEMU %d: -accel kvm or tcg,tb-size=256 expected, got %s", (int)pid,
+                 accel ? accel : "no -accel");
     free(args);
 }
 

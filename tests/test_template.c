@@ -569,9 +569,13 @@ static void test_render_real_templates(void **state)
             if (kvm) {
                 assert_contains(xml, "<cpu mode='host-passthrough'/>");
                 assert_lacks(xml, "mode='maximum'");
+                assert_lacks(xml, "<tcg>");
             } else {
                 assert_contains(xml, "<cpu mode='maximum'/>");
                 assert_lacks(xml, "host-passthrough");
+                /* TCG's translation cache, a quarter of QEMU's default. */
+                assert_contains(xml,
+                                "<tcg>\n      <tb-cache unit='MiB'>256</tb-cache>\n    </tcg>");
             }
             if (kernel) {
                 assert_contains(xml, "<kernel>/var/lib/legba/images/chromium/vmlinuz</kernel>");
