@@ -162,8 +162,12 @@ static bool handle_line(AgentHub *hub, Watch *w, const char *line, size_t len)
             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "message"));
         char quoted[AGENT_ERROR_QUOTE_MAX + 4];
         util_quote_untrusted(message ? message : "", AGENT_ERROR_QUOTE_MAX, quoted);
-        log_warn("instance %s: guest agent reports an error for id %lld: %s", w->uuid,
-                 cJSON_IsNumber(id) ? (long long)id->valuedouble : -1LL, quoted);
+        /* The guest's id when it is a whole number an open could carry (2^53 at most), else -1. */
+        double n = cJSON_IsNumber(id) ? id->valuedouble : -1;
+        long long shown =
+            n >= 1 && n <= 9007199254740992.0 && n == (double)(long long)n ? (long long)n : -1;
+        log_warn("instance %s: guest agent reports an error for id %lld: \"%s\"", w->uuid, shown,
+                 quoted);
     }
     cJSON_Delete(msg);
 

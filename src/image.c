@@ -15,7 +15,6 @@
 #define IMAGE_CMDLINE_MAX 1024
 #define IMAGE_FILE_NAME_MAX 255
 #define IMAGE_SHA256_HEX_LEN 64
-/* Untrusted text quoted in a message is cut to this many bytes. */
 
 struct ImageCatalog {
     Image **images; /* sorted by name */

@@ -485,9 +485,11 @@ int harness_pool_wait(const char *data_dir, const char *image, const char *size,
         const cJSON *group;
         cJSON_ArrayForEach(group, cJSON_GetObjectItem(json, "pool"))
         {
-            if (strcmp(harness_json_string(group, "image"), image) == 0 &&
-                strcmp(harness_json_string(group, "size"), size) == 0 &&
-                strcmp(harness_json_string(group, "mode"), mode) == 0) {
+            const char *g_image = harness_json_string(group, "image"),
+                       *g_size = harness_json_string(group, "size"),
+                       *g_mode = harness_json_string(group, "mode");
+            if (g_image && g_size && g_mode && strcmp(g_image, image) == 0 &&
+                strcmp(g_size, size) == 0 && strcmp(g_mode, mode) == 0) {
                 ready = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(group, "ready"));
                 booting = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(group, "booting"));
             }

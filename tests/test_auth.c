@@ -129,6 +129,22 @@ static void test_hex_and_time(void **state)
     assert_int_equal(util_parse_iso8601("2025-01-10 12:00:00", &t), -22);
 }
 
+/* Untrusted text for a log line: printable ASCII only, cut at max bytes with "...". */
+static void test_quote_untrusted(void **state)
+{
+    char out[8 + 4];
+    util_quote_untrusted("", 8, out);
+    assert_string_equal(out, "");
+    util_quote_untrusted("12345678", 8, out);
+    assert_string_equal(out, "12345678");
+    util_quote_untrusted("123456789", 8, out);
+    assert_string_equal(out, "12345678...");
+    util_quote_untrusted("a\nb\r\x1b[1m\x7f\xc3\xa9", 8, out);
+    assert_string_equal(out, "a?b??[1m...");
+    util_quote_untrusted("\"x\"\t", 8, out);
+    assert_string_equal(out, "\"x\"?");
+}
+
 static void test_spawn_no_shell(void **state)
 {
     char *out = NULL;
@@ -152,6 +168,7 @@ int main(void)
         cmocka_unit_test(test_hash_equal),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_hex_and_time),
+        cmocka_unit_test(test_quote_untrusted),
         cmocka_unit_test(test_spawn_no_shell),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -95,6 +95,25 @@ static void test_index_has_nothing_inline(void **state)
     assert_ptr_equal(strstr(html, "></script>"), strchr(script, '>'));
 }
 
+/*
+ * The clipboard panel is hidden until the instance's status says to_vm or
+ * both, so an instance with none never shows it, even before viewer.js runs.
+ */
+static void test_clipboard_panel_hidden_by_default(void **state)
+{
+    const char *html = (const char *)viewer_asset_find("index.html")->data;
+    assert_non_null(strstr(html, "<details id=\"clipboard\" hidden>"));
+    assert_non_null(strstr(html, "<button id=\"clipboard-copy\" type=\"button\" hidden>"));
+    const char *js = (const char *)viewer_asset_find("viewer.js")->data;
+    assert_non_null(strstr(js, "clipboard.panel.hidden = clipboard.mode === 'none';"));
+    assert_non_null(strstr(js, "clipboard.copy.hidden = clipboard.mode !== 'both';"));
+    /* Nothing writes the user's clipboard but the Copy button's click. */
+    const char *write = strstr(js, "navigator.clipboard.writeText");
+    assert_non_null(write);
+    assert_null(strstr(write + strlen("navigator.clipboard.writeText"), "writeText"));
+    assert_true(strstr(js, "clipboard.copy.addEventListener('click'") < write);
+}
+
 static void test_unknown_names(void **state)
 {
     assert_null(viewer_asset_find(""));
@@ -113,6 +132,7 @@ int main(void)
         cmocka_unit_test(test_assets_match_sources),
         cmocka_unit_test(test_index_uses_relative_urls),
         cmocka_unit_test(test_index_has_nothing_inline),
+        cmocka_unit_test(test_clipboard_panel_hidden_by_default),
         cmocka_unit_test(test_unknown_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,7 @@ const clipboard = {
     panel: document.getElementById('clipboard'),
     text: document.getElementById('clipboard-text'),
     send: document.getElementById('clipboard-send'),
+    copy: document.getElementById('clipboard-copy'),
     note: document.getElementById('clipboard-note'),
     mode: 'none', // the instance's setting; the relay enforces it, this only shows it
     rfb: null,
@@ -114,20 +115,24 @@ async function watch() {
 function showClipboard(mode) {
     clipboard.mode = mode === 'to_vm' || mode === 'both' ? mode : 'none';
     clipboard.panel.hidden = clipboard.mode === 'none';
+    clipboard.copy.hidden = clipboard.mode !== 'both';
 }
 
 // The text goes as one plain ClientCutText of UTF-8, which QEMU gives the
-// VM as it is. (noVNC's own clipboardPasteFrom uses the extended clipboard
+// VM as it is (noVNC 1.3, Debian 12's: RFB.messages and its socket). (noVNC's own clipboardPasteFrom uses the extended clipboard
 // once negotiated, whose text ends in a NUL and CRLF line ends that QEMU
 // passes on into the VM's clipboard.)
 function sendClipboard(rfb, text) {
     const bytes = new TextEncoder().encode(text);
+    if (bytes.length === 0)
+        return 'Nothing to send.';
     if (bytes.length > CLIPBOARD_MAX)
         return 'Too long: at most 256 KiB.';
-    if (rfb._sock)
-        RFB.messages.clientCutText(rfb._sock, bytes);
-    else
-        rfb.clipboardPasteFrom(text); // another noVNC: its own way
+    // noVNC queues a message whole only on an open socket (it would loop
+    // forever on a closing one): while disconnecting, send nothing.
+    if (rfb._rfbConnectionState !== 'connected' || rfb._sock?.readyState !== 'open')
+        return 'Not connected.';
+    RFB.messages.clientCutText(rfb._sock, bytes);
     return 'Sent: paste it in the browser.';
 }
 
@@ -138,6 +143,17 @@ clipboard.send.addEventListener('click', () => {
     }
     clipboard.note.textContent = sendClipboard(clipboard.rfb, clipboard.text.value);
     clipboard.rfb.focus();
+});
+
+// Text copied in the VM reaches the user's own clipboard only when they ask.
+clipboard.copy.addEventListener('click', () => {
+    if (!navigator.clipboard) {
+        clipboard.note.textContent = 'Select the text and copy it.';
+        return;
+    }
+    navigator.clipboard.writeText(clipboard.text.value).then(
+        () => { clipboard.note.textContent = 'Copied to your clipboard.'; },
+        () => { clipboard.note.textContent = 'Select the text and copy it.'; });
 });
 
 // The message stays up until noVNC says how the connection went.
@@ -161,7 +177,6 @@ function connect() {
             return;
         clipboard.text.value = e.detail.text;
         clipboard.note.textContent = 'Copied in the browser.';
-        navigator.clipboard?.writeText(e.detail.text).catch(() => {});
     });
     // Lost for any reason (network, legbad restart, VM stopped, instance
     // deleted): the status tells which, so ask it again.
