@@ -55,8 +55,12 @@
 #include "webdriver.h"
 
 #define QEMU_URI "qemu:///system"
-/* Under TCG a cold boot to a drawn page takes about a minute; allow for a loaded host. */
-#define READY_TIMEOUT_S 420
+/*
+ * Under TCG a cold boot to a drawn page takes one to two minutes (Firefox:
+ * three to four, its WebDriver session waits for the end of its startup);
+ * allow for a loaded host.
+ */
+#define READY_TIMEOUT_S 600
 
 /*
  * The page: magenta everywhere, a green square in the middle. Any key
@@ -431,6 +435,8 @@ static void create(const char *image, const char *size, const char *start_url,
     harness_response_done(&resp);
 }
 
+static void describe_screen(const char *uuid);
+
 /* Polls the instance until ready; returns the seconds it took. */
 static int wait_ready(const char *uuid)
 {
@@ -452,8 +458,10 @@ static int wait_ready(const char *uuid)
             return (int)(time(NULL) - start);
         }
         harness_response_done(&resp);
-        if (time(NULL) - start > READY_TIMEOUT_S)
+        if (time(NULL) - start > READY_TIMEOUT_S) {
+            describe_screen(uuid);
             fail_with_log("instance never reported ready", NULL);
+        }
         sleep(2);
     }
 }
@@ -677,6 +685,25 @@ static PageShares page_shares(const Picture *p, const Placement *at, unsigned wi
             share_of(p, at, 40, height / 4.0, width / 4.0, height / 4.0, BACKGROUND_BEFORE);
     }
     return s;
+}
+
+/*
+ * For a failure: what the VM's screen shows, as the shares of the images'
+ * start page (#1d2330), of the test page's colours and of white (a browser
+ * error page), and where its screenshot is kept.
+ */
+static void describe_screen(const char *uuid)
+{
+    Picture pic = {0};
+    screenshot(uuid, &pic);
+    double start = share_of(&pic, &unscaled, 0, 0, pic.width, pic.height, 0x1d, 0x23, 0x30);
+    double magenta = share_of(&pic, &unscaled, 0, 0, pic.width, pic.height, BACKGROUND_BEFORE);
+    double white = share_of(&pic, &unscaled, 0, 0, pic.width, pic.height, 0xff, 0xff, 0xff);
+    fprintf(stderr,
+            "it_browser: instance %s's screen (%ux%u): %.0f%% the start page's colour, %.0f%% "
+            "magenta, %.0f%% white\n",
+            uuid, pic.width, pic.height, start * 100, magenta * 100, white * 100);
+    free(pic.rgb);
 }
 
 static void delete_instance(const char *uuid)
