@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "image.h"
 #include "util.h"
 
 #define QEMU_URI "qemu:///system"
@@ -116,7 +117,7 @@ typedef struct {
     /* the run */
     char *dir;             /* our temp dir: data dirs, configs, logs, bare overlays, nginx */
     char *tiny_images_dir; /* tiny, built here: the list's image (and --quick's) */
-    bool agent;            /* the image has the guest agent: wait for ready before the frame */
+    Image *image_info;     /* the image's manifest; its agent: wait for ready before the frame */
     virConnectPtr conn;
     char qemu_na[256]; /* why no row on qemu:///system can be measured, or "" */
     char accel[256];   /* from legbad's log line "accel ...", on qemu:///system */
@@ -722,7 +723,7 @@ static int sample_run(Bench *b, Daemon *d, Sample *ret, char *why, size_t why_si
     snprintf(cookie, sizeof(cookie), "Cookie: %.*s", (int)strcspn(set, ";"), set);
     harness_response_done(&resp);
 
-    if (b->agent && (r = wait_ready(b, d, ret->uuid, why, why_size)) < 0)
+    if (b->image_info->agent && (r = wait_ready(b, d, ret->uuid, why, why_size)) < 0)
         return r;
 
     r = harness_console_ws_connect(d->legbad->port, ret->uuid, cookie, d->origin_line, &s.ws,
@@ -834,26 +835,6 @@ static int keep_domain_xml(Bench *b, Daemon *d, const char *uuid, char *why, siz
     return 0;
 }
 
-/* The image's base disk and format, as its manifest says: what the overlay sits on. */
-static int image_base(Bench *b, char **ret_disk, char **ret_format)
-{
-    char *path;
-    if (asprintf(&path, "%s/%s/manifest.json", b->images_dir, b->image) < 0)
-        return -ENOMEM;
-    _cleanup_free_ char *text = read_text(path);
-    free(path);
-    cJSON *manifest = text ? cJSON_Parse(text) : NULL;
-    const char *disk = harness_json_string(manifest, "disk");
-    const char *format = harness_json_string(manifest, "disk_format");
-    int r = -ENOENT;
-    if (disk && asprintf(ret_disk, "%s/%s/%s", b->images_dir, b->image, disk) >= 0) {
-        *ret_format = strdup(format ? format : "qcow2");
-        r = 0;
-    }
-    cJSON_Delete(manifest);
-    return r;
-}
-
 /*
  * One bare create: a fresh overlay by qemu-img on the image's disk, the kept
  * XML with a new name, uuid and that overlay and without legba's metadata
@@ -862,21 +843,18 @@ static int image_base(Bench *b, char **ret_disk, char **ret_format)
  */
 static int bare_sample(Bench *b, char *why, size_t why_size)
 {
-    char uuid[UUID_STR_LEN], name[64], *overlay = NULL, *xml = NULL, *base = NULL, *format = NULL;
+    char uuid[UUID_STR_LEN], name[64], *overlay = NULL, *xml = NULL;
     int r = uuid_generate(uuid);
     if (r < 0)
         return r;
     r = -ENOMEM;
     if (asprintf(&overlay, "%s/bare/%s.qcow2", b->dir, uuid) < 0 || !(xml = strdup(b->bare_xml)))
         goto out;
-    if ((r = image_base(b, &base, &format)) < 0) {
-        snprintf(why, why_size, "bare create: cannot read %s's manifest", b->image);
-        goto out;
-    }
     long long t0 = clock_us();
-    int status = harness_run(
-        HARNESS_LIST("qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", base, overlay),
-        NULL);
+    int status = harness_run(HARNESS_LIST("qemu-img", "create", "-q", "-f", "qcow2", "-F",
+                                          b->image_info->disk_format, "-b",
+                                          b->image_info->disk_path, overlay),
+                             NULL);
     double qemu_img_ms = ms_since(t0);
     if (status != 0) {
         snprintf(why, why_size, "bare create: qemu-img create exited with %d", status);
@@ -917,8 +895,6 @@ out:
         unlink(overlay);
     free(overlay);
     free(xml);
-    free(base);
-    free(format);
     return r;
 }
 
@@ -1271,23 +1247,6 @@ out:
     return pid;
 }
 
-/* Makes dir and its parents (mode 0755). */
-static int mkdirs(const char *dir)
-{
-    _cleanup_free_ char *copy = strdup(dir);
-    if (!copy)
-        return -ENOMEM;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(copy, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    return mkdir(copy, 0755) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 static void phase_list(Bench *b)
 {
     char why[320] = "", lines[256], *config = NULL, *file = NULL, *www_dir = NULL;
@@ -1348,7 +1307,7 @@ static void phase_list(Bench *b)
     }
     b->list_bytes = resp.body_len;
     if (asprintf(&www_dir, "%s/nginx/www/orgs/%s/api", b->dir, d.org.uuid) < 0 ||
-        asprintf(&file, "%s/instances", www_dir) < 0 || mkdirs(www_dir) < 0 ||
+        asprintf(&file, "%s/instances", www_dir) < 0 || util_mkdir_p(www_dir, 0755) < 0 ||
         write_file(file, resp.body, resp.body_len) < 0) {
         harness_response_done(&resp);
         FAIL(b->list_na, "cannot write the JSON for nginx");
@@ -1357,7 +1316,7 @@ static void phase_list(Bench *b)
     harness_response_done(&resp);
     char tmp_dir[512];
     snprintf(tmp_dir, sizeof(tmp_dir), "%s/nginx/tmp", b->dir);
-    mkdirs(tmp_dir);
+    util_mkdir_p(tmp_dir, 0755);
 
     uint16_t nginx_port = 0;
     if (harness_free_port(&nginx_port) < 0 ||
@@ -1642,22 +1601,21 @@ static bool parse_count(const char *text, unsigned min, unsigned max, unsigned *
     return true;
 }
 
-/* Whether the image's guest has the agent, as legbad decides it: "agent", else kernel boot. */
-static int image_has_agent(Bench *b, bool *ret)
+/* The image's manifest, parsed as legbad parses it (its disk, format and agent). */
+static int load_image(Bench *b)
 {
-    char *path;
-    if (asprintf(&path, "%s/%s/manifest.json", b->images_dir, b->image) < 0)
+    char *dir, *path;
+    if (asprintf(&dir, "%s/%s", b->images_dir, b->image) < 0)
         return -ENOMEM;
+    if (asprintf(&path, "%s/manifest.json", dir) < 0) {
+        free(dir);
+        return -ENOMEM;
+    }
     _cleanup_free_ char *text = read_text(path);
     free(path);
-    cJSON *manifest = text ? cJSON_Parse(text) : NULL;
-    if (!manifest)
-        return -ENOENT;
-    const cJSON *agent = cJSON_GetObjectItemCaseSensitive(manifest, "agent");
-    const char *boot = harness_json_string(manifest, "boot");
-    *ret = cJSON_IsBool(agent) ? cJSON_IsTrue(agent) : boot && strcmp(boot, "kernel") == 0;
-    cJSON_Delete(manifest);
-    return 0;
+    int r = text ? image_manifest_parse(text, strlen(text), dir, &b->image_info, NULL) : -ENOENT;
+    free(dir);
+    return r;
 }
 
 int main(int argc, char **argv)
@@ -1745,12 +1703,12 @@ int main(int argc, char **argv)
         if (harness_build_image(b->images_dir, b->image) != 0)
             FAIL(b->qemu_na, "cannot build image %s into %s", b->image, b->images_dir);
     }
-    if (!b->qemu_na[0] && image_has_agent(b, &b->agent) < 0)
+    if (!b->qemu_na[0] && load_image(b) < 0)
         FAIL(b->qemu_na, "no manifest for image %s in %s", b->image, b->images_dir);
     if (!b->qemu_na[0])
         progress("VM rows: image %s (%s), size %s, %u samples a path", b->image,
-                 b->agent ? "guest agent: the frame counted follows ready"
-                          : "no agent: the first frame QEMU draws",
+                 b->image_info->agent ? "guest agent: the frame counted follows ready"
+                                      : "no agent: the first frame QEMU draws",
                  b->size, b->samples);
 
     /* The list and the relay first: no VM is running yet to disturb them. */
@@ -1781,6 +1739,7 @@ int main(int argc, char **argv)
     free(b->dir);
     free(b->tiny_images_dir);
     free(b->images_dir);
+    image_free(b->image_info);
     free(b->bare_xml);
     free(b->bare_from_disk);
     free(b->relay_out);
