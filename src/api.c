@@ -13,6 +13,7 @@
 #include "disk.h"
 #include "egress.h"
 #include "log.h"
+#include "pool.h"
 #include "route.h"
 #include "util.h"
 
@@ -425,7 +426,9 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
             return r;
         if (standby) {
             _cleanup_free_ char *why = NULL;
+            pool_restore_begin(api->pool);
             r = virt_domain_power_on(api->virt, taken.uuid, &why);
+            pool_restore_end(api->pool);
             if (r == 0)
                 r = store_instance_transition(api->store, taken.uuid, INSTANCE_STOPPED,
                                               INSTANCE_RUNNING, &taken);
@@ -437,6 +440,9 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
                 api_instance_destroy(api, taken.uuid, false, "deleted: restore failed");
                 return -ENOENT;
             }
+            /* The balloon that shrank its saved state (pool.c) gives the guest its RAM back. */
+            if (virt_domain_balloon(api->virt, taken.uuid, (uint64_t)taken.memory_mib * 1024) < 0)
+                log_warn("instance %s: cannot deflate its balloon", taken.uuid);
         }
         *instance = taken;
         *ret_start = standby ? "standby" : "warm";

@@ -103,7 +103,7 @@ static const ConfigKey config_keys[] = {
     {"egress_destinations", CONFIG_CHOICE, FIELD(egress_destinations), 0, 0, "public or allowed"},
     {"pool", CONFIG_POOL, FIELD(pool), 0, 0,
      "empty, or up to 16 space-separated IMAGE:SIZE:COUNT or IMAGE:SIZE:COUNT:standby "
-     "(COUNT 1..64)"},
+     "(COUNT 1..64), each IMAGE:SIZE at most once"},
     {"pool_boots", CONFIG_UNSIGNED, FIELD(pool_boots), 1, 16, "a whole number from 1 to 16"},
     {"egress_allow", CONFIG_ENDPOINTS, FIELD(egress_allow), 0, 0,
      "empty, or up to 16 space-separated IPV4:PORT (numeric address, port 1..65535)"},

@@ -1,10 +1,12 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -14,6 +16,15 @@
 #define POOL_RETRY_S 30
 /* How long pool_free waits for the work under way. */
 #define POOL_STOP_WAIT_S 60
+/*
+ * Before a standby save the balloon is inflated to take half of the guest's
+ * RAM (see prepare_save). Its size is read every BALLOON_STEP_MS until it
+ * reaches the target, stops growing for BALLOON_STEADY readings, or
+ * BALLOON_MAX_MS have passed.
+ */
+#define BALLOON_STEP_MS 500
+#define BALLOON_STEADY 4
+#define BALLOON_MAX_MS 30000
 
 typedef enum {
     JOB_BOOT,
@@ -38,6 +49,7 @@ struct Pool {
     pthread_cond_t idle;
     Job *jobs; /* under way, each on its own thread */
     unsigned running;
+    unsigned restoring; /* takes restoring a standby VM: no new jobs meanwhile */
     bool stopping;
 };
 
@@ -100,6 +112,42 @@ static Job *job_find(Pool *pool, const char *uuid)
     return NULL;
 }
 
+/*
+ * Before a standby save: the balloon takes half of the never-used guest's
+ * RAM. The guest gives it free memory and clean page cache first (the
+ * balloon driver never pushes it into swapping or its OOM killer), and QEMU
+ * drops what the balloon holds, so the saved state is about half the size:
+ * the save writes less, the file takes less disk, and a restore, most of
+ * whose time goes into reading guest RAM back, is faster. The take deflates
+ * the balloon again (api.c). Best effort: a guest without a balloon driver
+ * is saved as it is.
+ */
+static void prepare_save(Api *api, const ConfigPoolEntry *e, const char *uuid)
+{
+    SizeInfo size;
+    if (domain_templates_describe(api->templates, e->size, &size) < 0)
+        return;
+    uint64_t full_kib = (uint64_t)size.memory_mib * 1024, target_kib = full_kib / 2;
+    uint64_t now_kib = full_kib, last_kib = full_kib;
+    if (virt_domain_balloon(api->virt, uuid, target_kib) < 0) {
+        log_warn("pool instance %s: cannot inflate the balloon; saving all of the guest's RAM",
+                 uuid);
+        return;
+    }
+    unsigned steady = 0, waited_ms = 0;
+    while (now_kib > target_kib && steady < BALLOON_STEADY && waited_ms < BALLOON_MAX_MS) {
+        usleep(BALLOON_STEP_MS * 1000);
+        waited_ms += BALLOON_STEP_MS;
+        if (virt_domain_memory(api->virt, uuid, &now_kib) < 0)
+            break;
+        steady = now_kib < last_kib ? 0 : steady + 1;
+        last_kib = now_kib;
+    }
+    log_info("pool instance %s: the balloon holds %" PRIu64 " of %" PRIu64
+             " MiB after %.1f s; saving the rest",
+             uuid, (full_kib - now_kib) / 1024, full_kib / 1024, waited_ms / 1000.0);
+}
+
 static void job_run(Job *job)
 {
     Pool *pool = job->pool;
@@ -119,6 +167,7 @@ static void job_run(Job *job)
         }
         break;
     case JOB_SAVE:
+        prepare_save(api, e, job->uuid);
         r = virt_domain_save(api->virt, job->uuid, &why);
         if (r == 0)
             r = store_instance_transition(api->store, job->uuid, INSTANCE_RUNNING, INSTANCE_STOPPED,
@@ -202,7 +251,7 @@ void pool_sweep(Pool *pool, const StoreInstance *instances, size_t count)
     Api *api = pool->api;
     unsigned have[CONFIG_POOL_MAX] = {0}, booting[CONFIG_POOL_MAX] = {0};
     pthread_mutex_lock(&pool->lock);
-    if (pool->stopping) {
+    if (pool->stopping || pool->restoring > 0) {
         pthread_mutex_unlock(&pool->lock);
         return;
     }
@@ -240,5 +289,23 @@ void pool_sweep(Pool *pool, const StoreInstance *instances, size_t count)
                pool->retry_at[e] <= now && job_start(pool, JOB_BOOT, e, NULL) == 0)
             booting[e]++;
     }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void pool_restore_begin(Pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    pool->restoring++;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void pool_restore_end(Pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    pool->restoring--;
     pthread_mutex_unlock(&pool->lock);
 }

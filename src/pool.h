@@ -23,3 +23,10 @@ int pool_new(Api *api, Pool **ret_pool);
 void pool_free(Pool *pool);
 /* One step, on every instance record (as the janitor read them). */
 void pool_sweep(Pool *pool, const StoreInstance *instances, size_t count);
+/*
+ * Around the restore of a taken standby VM: while one is under way the
+ * sweep starts no boot or save, which would compete with it for the CPUs
+ * and the disk; the refill starts at the first sweep after it. Accept NULL.
+ */
+void pool_restore_begin(Pool *pool);
+void pool_restore_end(Pool *pool);

@@ -489,6 +489,31 @@ int virt_domain_save(Virt *virt, const char *instance_uuid, char **ret_error)
     return r;
 }
 
+int virt_domain_balloon(Virt *virt, const char *instance_uuid, uint64_t target_kib)
+{
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, NULL);
+    if (!dom)
+        return r;
+    r = virDomainSetMemoryFlags(dom, target_kib, VIR_DOMAIN_AFFECT_LIVE) < 0 ? -EIO : 0;
+    virDomainFree(dom);
+    return r;
+}
+
+int virt_domain_memory(Virt *virt, const char *instance_uuid, uint64_t *ret_kib)
+{
+    int r;
+    virDomainPtr dom = lookup(virt, instance_uuid, &r, NULL);
+    if (!dom)
+        return r;
+    virDomainInfo info;
+    r = virDomainGetInfo(dom, &info) < 0 ? -EIO : 0;
+    virDomainFree(dom);
+    if (r == 0)
+        *ret_kib = info.memory;
+    return r;
+}
+
 int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error)
 {
     return set_power(virt, instance_uuid, false, ret_error);

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "uuid.h"
@@ -83,6 +84,14 @@ int virt_domain_log_remove(Virt *virt, const char *instance_uuid);
  * removes the saved state too.
  */
 int virt_domain_save(Virt *virt, const char *instance_uuid, char **ret_error);
+/*
+ * Sets the running domain's balloon target (its memory less what the
+ * balloon holds), in KiB; the guest inflates or deflates the balloon on its
+ * own time. -ENOENT, -EIO.
+ */
+int virt_domain_balloon(Virt *virt, const char *instance_uuid, uint64_t target_kib);
+/* The memory a running domain's guest has now (its RAM less the balloon), in KiB. */
+int virt_domain_memory(Virt *virt, const char *instance_uuid, uint64_t *ret_kib);
 /* Pulls the plug (the domain stays defined, its disk stays) or starts it again. -ENOENT. */
 int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error);
 int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error);

@@ -718,19 +718,21 @@ static void delete_instance(const char *uuid)
 }
 
 /*
- * Boots the image with the test's page as start_url, waits for ready, and
- * checks the screen's resolution is the size's and the page is on it.
+ * Boots the image with the test's page as start_url and the clipboard
+ * setting, waits for ready, and checks the screen's resolution is the
+ * size's and the page is on it. The instance is left running for the
+ * caller, who gets its uuid and access URL and deletes it.
  */
-static void browse(const char *image, const char *size, unsigned width, unsigned height)
+static void browse(const char *image, const char *size, const char *clipboard, unsigned width,
+                   unsigned height, char ret_uuid[40], char **ret_access_url)
 {
-    char uuid[40];
     pthread_mutex_lock(&b.lock);
     unsigned requests_before = b.page_requests;
     pthread_mutex_unlock(&b.lock);
 
     time_t t0 = time(NULL);
-    create(image, size, "http://10.0.2.100/", "none", "cold", uuid, NULL);
-    int waited = wait_ready(uuid);
+    create(image, size, "http://10.0.2.100/", clipboard, "cold", ret_uuid, ret_access_url);
+    int waited = wait_ready(ret_uuid);
     fprintf(stderr, "it_browser: %s (%s): ready %d s after create (%lld s incl. request)\n", image,
             size, waited, (long long)(time(NULL) - t0));
 
@@ -738,7 +740,7 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     unsigned requests = b.page_requests - requests_before;
     pthread_mutex_unlock(&b.lock);
     Picture pic = {0};
-    screenshot(uuid, &pic);
+    screenshot(ret_uuid, &pic);
     assert_int_equal(pic.width, width);
     assert_int_equal(pic.height, height);
     assert_true(requests >= 1);
@@ -748,22 +750,15 @@ static void browse(const char *image, const char *size, unsigned width, unsigned
     free(pic.rgb);
     if (s.square < 0.95 || s.background < 0.95)
         fail_with_log("the page is not on the screen", NULL);
-
-    delete_instance(uuid);
-}
-
-/* Firefox, at the small size: the same page, opened over WebDriver BiDi. */
-static void test_firefox_shows_start_url(void **state)
-{
-    browse("debian-12-firefox", "small", 1280, 720);
 }
 
 /* ---- the access URL in headless Chromium on this host ---- */
 
 /*
  * The window of the host's headless Chromium (its viewport comes out
- * smaller, about 1700x857): the viewer scales the 1600x900 screen to fit,
- * so the checks find the page through the canvas's placement.
+ * smaller, about 1700x857): the viewer scales the VM's screen (1600x900
+ * or 1280x720) to fit, so the checks find the page through the canvas's
+ * placement.
  */
 #define VIEWER_WIDTH 1700
 #define VIEWER_HEIGHT 1000
@@ -1119,14 +1114,39 @@ static char *panel_text(void)
 }
 
 /*
- * The clipboard of an instance created with "both", on real QEMU: its
- * domain has the qemu-vdagent channel; text sent from the viewer's panel
- * is what Ctrl+V pastes into the guest's page, and text the page copies
- * shows up in the panel. Each crossing goes VNC (through the relay), QEMU's
- * agent, the guest's spice-vdagent and X's clipboard.
+ * Once the guest is ready the viewer connects and shows the page in its
+ * canvas. A click there gives noVNC the keyboard focus (and the guest's
+ * page, if it had not), and reaches the guest's page as a mouse button:
+ * the mouse works. Returns where the viewer draws the screen.
  */
-static void clipboard_both_ways(const char *uuid)
+static Placement viewer_click_page(const char *uuid, unsigned width, unsigned height)
 {
+    double connected = wait_connected();
+    fprintf(stderr, "it_browser: viewer connected %.1f s after the guest was ready\n", connected);
+    int cx, cy;
+    Placement at = viewer_canvas(width, height, &cx, &cy);
+    wait_for_page("viewer", viewer_picture, uuid, &at, width, height, false, 0.9);
+    clear_last_key();
+    assert_int_equal(webdriver_click(b.driver, cx, cy), 0);
+    fprintf(stderr, "it_browser: the guest's page saw the click %.1f s later\n", wait_key("mouse"));
+    return at;
+}
+
+/*
+ * Text sent from the viewer's panel, for an instance created with
+ * clipboard `mode` ("to_vm" or "both"), on real QEMU: its domain has the
+ * qemu-vdagent channel; the viewer shows its clipboard panel, with the
+ * "Copy to my clipboard" button only for "both" (viewer.js, showClipboard);
+ * and what was sent is what Ctrl+V pastes into the guest's page. The text
+ * goes VNC (through the relay), QEMU's agent, the guest's spice-vdagent
+ * and X's clipboard.
+ */
+static void clipboard_paste_sent(const char *uuid, const char *mode)
+{
+    /* A paste an earlier test's page reported must not count. */
+    pthread_mutex_lock(&b.lock);
+    b.pasted[0] = '\0';
+    pthread_mutex_unlock(&b.lock);
     char *cmdline = qemu_cmdline(uuid);
     if (!strstr(cmdline, "-chardev qemu-vdagent,") || !strstr(cmdline, ",clipboard=on,mouse=off") ||
         !strstr(cmdline, "\"name\":\"com.redhat.spice.0\""))
@@ -1138,13 +1158,21 @@ static void clipboard_both_ways(const char *uuid)
         webdriver_execute(b.driver,
                           "const p = document.getElementById('clipboard'); p.open = true;"
                           "document.getElementById('clipboard-text').value = '" SENT_TO_VM "';"
-                          "document.getElementById('clipboard-send').click(); return p.hidden;",
+                          "document.getElementById('clipboard-send').click();"
+                          "return [p.hidden, document.getElementById('clipboard-copy').hidden];",
                           &hidden),
         0);
-    bool panel_hidden = cJSON_IsTrue(hidden);
+    bool both = strcmp(mode, "both") == 0;
+    bool panel_hidden = cJSON_IsTrue(cJSON_GetArrayItem(hidden, 0));
+    cJSON *copy = cJSON_GetArrayItem(hidden, 1);
+    bool copy_as_promised = cJSON_IsBool(copy) && cJSON_IsTrue(copy) == !both;
     cJSON_Delete(hidden);
     if (panel_hidden)
-        viewer_fail("the viewer hides its clipboard panel from an instance with clipboard both");
+        viewer_fail("the viewer hides its clipboard panel from an instance with clipboard %s",
+                    mode);
+    if (!copy_as_promised)
+        viewer_fail("the viewer %s its \"Copy to my clipboard\" button for clipboard %s",
+                    both ? "hides" : "shows", mode);
 
     /* Ctrl+V into the viewer (the send gave it the focus back), until the page reports a paste. */
     struct timespec t0;
@@ -1161,12 +1189,23 @@ static void clipboard_both_ways(const char *uuid)
         }
     }
     fprintf(stderr,
-            "it_browser: clipboard to the VM: the page pasted \"%s\" %.1f s after the send\n",
-            pasted, seconds_since(&t0));
+            "it_browser: clipboard to the VM (%s): the page pasted \"%s\" %.1f s after the send\n",
+            mode, pasted, seconds_since(&t0));
     if (strcmp(pasted, SENT_TO_VM) != 0)
         viewer_fail("the guest's page pasted \"%s\", not the viewer's \"" SENT_TO_VM "\"", pasted);
+}
+
+/*
+ * The clipboard of an instance created with "both": text sent from the
+ * viewer's panel is pasted in the guest (clipboard_paste_sent), and text
+ * the page copies comes back the same way and shows up in the panel.
+ */
+static void clipboard_both_ways(const char *uuid)
+{
+    clipboard_paste_sent(uuid, "both");
 
     /* "c" makes the page copy; the text comes back to the viewer's panel. */
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(webdriver_type(b.driver, "c"), 0);
     char *text = NULL;
@@ -1187,19 +1226,86 @@ static void clipboard_both_ways(const char *uuid)
             seconds_since(&t0));
 }
 
+/* How long the viewer's panel is watched for text the guest copied, which "to_vm" must keep out. */
+#define KEPT_OUT_S 10
+
+/*
+ * The clipboard of an instance created with "to_vm": text sent from the
+ * viewer's panel is pasted in the guest (clipboard_paste_sent), but text
+ * the page copies never reaches the panel, which keeps what was sent.
+ * Either the relay (its filter drops every cut text from the VM) or the
+ * viewer (it takes text from the VM only for "both") would keep it out;
+ * this proves the pair does.
+ */
+static void clipboard_to_vm_only(const char *uuid)
+{
+    clipboard_paste_sent(uuid, "to_vm");
+
+    /* "c" makes the page copy; the watch starts once the page has reported the key. */
+    assert_int_equal(webdriver_type(b.driver, "c"), 0);
+    double key = wait_key("c");
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned looks = 0;
+    while (seconds_since(&t0) < KEPT_OUT_S) {
+        char *text = panel_text();
+        looks++;
+        if (text && strcmp(text, COPIED_IN_VM) == 0)
+            viewer_fail("with clipboard to_vm the guest's \"" COPIED_IN_VM
+                        "\" reached the viewer's panel %.1f s after the copy",
+                        seconds_since(&t0));
+        if (!text || strcmp(text, SENT_TO_VM) != 0)
+            viewer_fail(
+                "with clipboard to_vm the viewer's panel holds \"%s\", not the \"" SENT_TO_VM
+                "\" sent from it, %.1f s after the guest's copy",
+                text ? text : "?", seconds_since(&t0));
+        free(text);
+        sleep_ms(200);
+    }
+    fprintf(stderr,
+            "it_browser: clipboard to_vm: the page reported \"c\" %.1f s after it was typed; "
+            "in %d s (%u looks) the viewer's panel never held the copy and kept \"" SENT_TO_VM
+            "\"\n",
+            key, KEPT_OUT_S, looks);
+}
+
+/*
+ * Firefox, at the small size: the same page, opened over WebDriver BiDi,
+ * in an instance created with clipboard "to_vm". Its access URL, opened
+ * in the host's headless Chromium (the viewer is the same whatever the
+ * guest's browser), shows the page, and the clipboard works one way only:
+ * text sent from the viewer's panel is pasted into Firefox's page, while
+ * text the page copies never comes back to the panel.
+ */
+static void test_firefox_shows_start_url(void **state)
+{
+    const unsigned width = 1280, height = 720;
+    char uuid[40];
+    char *access_url = NULL;
+    browse("debian-12-firefox", "small", "to_vm", width, height, uuid, &access_url);
+
+    driver_start();
+    assert_int_equal(webdriver_navigate(b.driver, access_url), 0);
+    free(access_url);
+    viewer_click_page(uuid, width, height);
+    clipboard_to_vm_only(uuid);
+    driver_stop();
+    delete_instance(uuid);
+}
+
 /*
  * The access URL end to end: a chromium instance shows the test page; the
  * URL from the create answer, opened in the host's headless Chromium,
  * connects, shows the VM's screen (the same colours where the page has
  * them), and a key typed into the viewer reaches the guest's page, which
- * changes both on the VM's own screen and in the viewer.
+ * changes both on the VM's own screen and in the viewer. Created with
+ * clipboard "both", it carries text both ways (clipboard_both_ways).
  */
 static void test_chromium_through_access_url(void **state)
 {
     const unsigned width = 1600, height = 900;
     char uuid[40], key[32];
     char *access_url = NULL;
-    clear_last_key();
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     create("debian-12-chromium", "medium", "http://10.0.2.100/", "both", "cold", uuid, &access_url);
@@ -1221,18 +1327,7 @@ static void test_chromium_through_access_url(void **state)
     free(first.rgb);
     wait_for_page("VM screen", vm_picture, uuid, &unscaled, width, height, false, 0.95);
 
-    double connected = wait_connected();
-    fprintf(stderr, "it_browser: viewer connected %.1f s after the guest was ready\n", connected);
-    int cx, cy;
-    Placement at = viewer_canvas(width, height, &cx, &cy);
-    wait_for_page("viewer", viewer_picture, uuid, &at, width, height, false, 0.9);
-
-    /*
-     * The click gives noVNC the keyboard focus (and the guest's page, if it
-     * had not), and reaches the guest's page as a mouse button: the mouse works.
-     */
-    assert_int_equal(webdriver_click(b.driver, cx, cy), 0);
-    fprintf(stderr, "it_browser: the guest's page saw the click %.1f s later\n", wait_key("mouse"));
+    Placement at = viewer_click_page(uuid, width, height);
     assert_int_equal(webdriver_type(b.driver, "a"), 0);
     wait_for_page("VM screen, key typed in the viewer", vm_picture, uuid, &unscaled, width, height,
                   true, 0.95);
@@ -1300,6 +1395,42 @@ static long probe_ms(const char *report, const char *want)
  * and after DELETE nothing of either instance is left: no domain, disk or
  * QEMU log.
  */
+/* The most legbad's log says a standby VM's balloon held at its save, in MiB (0: never said). */
+static unsigned balloon_held_mib(const char *log_path)
+{
+    FILE *f = fopen(log_path, "re");
+    assert_non_null(f);
+    char line[1024];
+    unsigned most = 0;
+    while (fgets(line, sizeof(line), f)) {
+        const char *at = strstr(line, "the balloon holds ");
+        unsigned held;
+        if (at && sscanf(at, "the balloon holds %u of", &held) == 1 && held > most)
+            most = held;
+    }
+    fclose(f);
+    return most;
+}
+
+/* Waits until the domain's guest has all of its RAM (no balloon); the seconds it took. */
+static double wait_full_memory(const char *uuid)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "legba-%s", uuid);
+    virDomainPtr dom = virDomainLookupByName(b.conn, name);
+    assert_non_null(dom);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    virDomainInfo info = {0};
+    while (virDomainGetInfo(dom, &info) == 0 && info.memory < info.maxMem &&
+           seconds_since(&t0) < CHANGE_TIMEOUT_S * 3)
+        sleep_ms(500);
+    virDomainFree(dom);
+    if (info.memory < info.maxMem)
+        fail_with_log("the restored VM did not get its RAM back from the balloon", NULL);
+    return seconds_since(&t0);
+}
+
 static void test_egress_confined(void **state)
 {
     char path[256];
@@ -1326,9 +1457,9 @@ static void test_egress_confined(void **state)
     free(rules);
 
     /*
-     * legbad again, with egress for every org and two warm Chromium VMs in
-     * the pool: both creates below take one, and the agent opens their
-     * start_url at that moment.
+     * legbad again, with egress for every org and two Chromium VMs in the
+     * pool, a small one warm and a medium one on standby: the creates below
+     * take one each, and the agent opens their start_url at that moment.
      */
     char conf[512];
     snprintf(conf, sizeof(conf), "%s/egress.conf", b.dir);
@@ -1337,17 +1468,26 @@ static void test_egress_confined(void **state)
     fprintf(f,
             "guest_forward = 127.0.0.1:%u\negress_destinations = allowed\n"
             "egress_allow = 127.0.0.1:%u\nnetwork = egress\n"
-            "pool = debian-12-chromium:small:2\npool_boots = 2\n",
+            "pool = debian-12-chromium:small:1 debian-12-chromium:medium:1:standby\n"
+            "pool_boots = 2\n",
             b.web_port, b.web_port);
     fclose(f);
     assert_int_equal(harness_legbad_stop_free(&b.legbad), 0);
     assert_int_equal(start_legbad(conf, "legbad-egress.log"), 0);
     long long t0 = harness_now_ms();
-    if (harness_pool_wait(b.data_dir, "debian-12-chromium", "small", "warm", 2, READY_TIMEOUT_S) !=
-        0)
+    if (harness_pool_wait(b.data_dir, "debian-12-chromium", "small", "warm", 1, READY_TIMEOUT_S) !=
+            0 ||
+        harness_pool_wait(b.data_dir, "debian-12-chromium", "medium", "standby", 1,
+                          READY_TIMEOUT_S) != 0)
         fail_with_log("the pool did not fill", NULL);
-    fprintf(stderr, "it_browser: egress: 2 warm Chromium VMs in the pool %.0f s after start\n",
-            (harness_now_ms() - t0) / 1000.0);
+    /* The guest's balloon driver took memory before the save: the saved state is that smaller. */
+    unsigned held = balloon_held_mib(b.legbad->log_path);
+    fprintf(stderr,
+            "it_browser: egress: a warm and a standby Chromium VM in the pool %.0f s after start; "
+            "the balloon held %u of 2048 MiB at the save\n",
+            (harness_now_ms() - t0) / 1000.0, held);
+    if (held < 128)
+        fail_with_log("the standby VM's balloon was not inflated before its save", NULL);
 
     /* The allowed page, through the allow rule: it probes the forbidden services. */
     char uuid[40], refused[40];
@@ -1398,18 +1538,18 @@ static void test_egress_confined(void **state)
      */
     snprintf(path, sizeof(path), "http://10.0.2.2:%u/", b.closed_port);
     t0 = harness_now_ms();
-    create("debian-12-chromium", "small", path, "none", "warm", refused, NULL);
+    create("debian-12-chromium", "medium", path, "none", "standby", refused, NULL);
     waited = wait_ready(refused);
     Picture pic = {0};
     screenshot(refused, &pic);
-    PageShares shares = page_shares(&pic, &unscaled, 1280, 720, false);
-    double white = share_of(&pic, &unscaled, 0, 0, 1280, 720, 0xff, 0xff, 0xff);
+    PageShares shares = page_shares(&pic, &unscaled, 1600, 900, false);
+    double white = share_of(&pic, &unscaled, 0, 0, 1600, 900, 0xff, 0xff, 0xff);
     free(pic.rgb);
     pthread_mutex_lock(&b.lock);
     accepts = b.closed_accepts;
     pthread_mutex_unlock(&b.lock);
     fprintf(stderr,
-            "it_browser: egress: start_url %s ready %.1f s after create (warm); screen %.0f%% "
+            "it_browser: egress: start_url %s ready %.1f s after create (standby); screen %.0f%% "
             "white, centre %.0f%% green, band %.0f%% magenta; the service saw %u connections\n",
             path, (harness_now_ms() - t0) / 1000.0, white * 100, shares.square * 100,
             shares.background * 100, accepts);
@@ -1422,6 +1562,11 @@ static void test_egress_confined(void **state)
     assert_int_equal(accepts, 0);
     if (harness_log_contains(b.legbad->log_path, " GET / "))
         fail_with_log("legbad was reached from the guest", NULL);
+
+    /* The standby one has all of its RAM again: its guest gave the balloon's memory back. */
+    double deflated = wait_full_memory(refused);
+    fprintf(stderr, "it_browser: egress: the restored VM had all of its RAM back %.1f s later\n",
+            deflated);
 
     const char *gone[] = {uuid, refused};
     for (size_t i = 0; i < ARRAY_SIZE(gone); i++) {
@@ -1445,7 +1590,8 @@ static void test_egress_confined(void **state)
     /* The first config again: no pool, so legbad removes the VMs that refilled it. */
     assert_int_equal(harness_legbad_stop_free(&b.legbad), 0);
     assert_int_equal(start_legbad(b.config, "legbad-after-egress.log"), 0);
-    if (harness_pool_wait(b.data_dir, "debian-12-chromium", "small", "warm", 0, 60) != 0)
+    if (harness_pool_wait(b.data_dir, "debian-12-chromium", "small", "warm", 0, 60) != 0 ||
+        harness_pool_wait(b.data_dir, "debian-12-chromium", "medium", "standby", 0, 60) != 0)
         fail_with_log("the pool was not emptied", NULL);
 }
 

@@ -822,6 +822,12 @@ static void test_pool_real(void **state)
     assert_int_equal(start_legbad_with(conf, "legbad-pool.log"), 0);
     wait_pool_ready("small", "warm", 1, 120);
     wait_pool_ready("medium", "standby", 1, 120);
+    /*
+     * Before its save legbad asked the standby VM's balloon for half its RAM
+     * (the tiny guest has no driver to give it: it_browser's egress test
+     * proves the inflation and the deflation at the take on the browser image).
+     */
+    assert_true(harness_log_contains(q.legbad->log_path, "the balloon holds"));
 
     /* Adopted as they are by the next legbad: the same VMs, nothing booted again. */
     char *before = pool_records();

@@ -552,7 +552,10 @@ static void test_render_real_templates(void **state)
                 assert_lacks(xml, "<channel type='qemu-vdagent'>");
                 assert_lacks(xml, "name='com.redhat.spice.0'");
             }
-            /* The limits: CPU by vCPUs, throttled disk, no shared or ballooned memory. */
+            /*
+             * The limits: CPU by vCPUs, throttled disk, no shared memory; the balloon
+             * is only ever inflated in a standby pool VM, before its save.
+             */
             snprintf(expect, sizeof(expect), "<shares>%u</shares>", 1024 * sizes[i].vcpus);
             assert_contains(xml, expect);
             snprintf(expect, sizeof(expect), "<global_quota>%u</global_quota>",
@@ -562,7 +565,7 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "<total_bytes_sec>");
             assert_contains(xml, "<total_iops_sec>");
             assert_contains(xml, "<nosharepages/>");
-            assert_contains(xml, "<memballoon model='none'/>");
+            assert_contains(xml, "<memballoon model='virtio'/>");
             assert_lacks(xml, "<filesystem");
             assert_lacks(xml, "<interface");
             assert_contains(xml, "arch='x86_64'");
@@ -596,7 +599,7 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "<input type='tablet' bus='usb'/>");
             assert_contains(xml, "<input type='keyboard' bus='usb'/>");
             assert_contains(xml, "<controller type='usb' model='qemu-xhci'/>");
-            assert_contains(xml, "<memballoon model='none'/>");
+            assert_contains(xml, "<memballoon model='virtio'/>");
             /* no network, no host-reachable console, no sound */
             assert_lacks(xml, "<interface");
             assert_lacks(xml, "port=");
