@@ -3,7 +3,7 @@
  * `pool`, a number of booted, never-used VMs wait for a create. Warm ones
  * run with their page drawn; standby ones were booted the same way, then
  * saved to disk (libvirt's managed save: no RAM while they wait; the
- * balloon takes half their RAM first, so less is saved and restored) and
+ * balloon takes half their RAM first, so less is saved) and
  * are restored when taken. A create takes one (api.c, take_pooled) and the
  * janitor's sweep calls pool_sweep() every second, which refills, saves
  * the standby ones once ready, and removes what the config no longer asks

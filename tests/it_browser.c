@@ -599,12 +599,18 @@ static void decode_ppm(const char *data, size_t len, Picture *ret)
     memcpy(ret->rgb, data + header, (size_t)w * h * 3);
 }
 
-/* The VM's screen, through libvirt, as RGB (QEMU's PNG, or PPM from older ones). */
-static void screenshot(const char *uuid, Picture *ret)
+/* The instance's domain, or NULL when there is none. */
+static virDomainPtr lookup_domain(const char *uuid)
 {
     char name[64];
     snprintf(name, sizeof(name), "legba-%s", uuid);
-    virDomainPtr dom = virDomainLookupByName(b.conn, name);
+    return virDomainLookupByName(b.conn, name);
+}
+
+/* The VM's screen, through libvirt, as RGB (QEMU's PNG, or PPM from older ones). */
+static void screenshot(const char *uuid, Picture *ret)
+{
+    virDomainPtr dom = lookup_domain(uuid);
     assert_non_null(dom);
     virStreamPtr st = virStreamNew(b.conn, 0);
     assert_non_null(st);
@@ -1048,10 +1054,11 @@ static double wait_state(const char *want)
     }
 }
 
-static void clear_last_key(void)
+/* Forgets what the page reported into field (b.last_key, b.pasted). */
+static void clear_report(char *field)
 {
     pthread_mutex_lock(&b.lock);
-    b.last_key[0] = '\0';
+    field[0] = '\0';
     pthread_mutex_unlock(&b.lock);
 }
 
@@ -1064,7 +1071,7 @@ static void test_webdriver_local_page(void **state)
 {
     char url[64], key[32];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/", b.web_port);
-    clear_last_key();
+    clear_report(b.last_key);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     driver_start();
@@ -1126,7 +1133,7 @@ static Placement viewer_click_page(const char *uuid, unsigned width, unsigned he
     int cx, cy;
     Placement at = viewer_canvas(width, height, &cx, &cy);
     wait_for_page("viewer", viewer_picture, uuid, &at, width, height, false, 0.9);
-    clear_last_key();
+    clear_report(b.last_key);
     assert_int_equal(webdriver_click(b.driver, cx, cy), 0);
     fprintf(stderr, "it_browser: the guest's page saw the click %.1f s later\n", wait_key("mouse"));
     return at;
@@ -1144,9 +1151,7 @@ static Placement viewer_click_page(const char *uuid, unsigned width, unsigned he
 static void clipboard_paste_sent(const char *uuid, const char *mode)
 {
     /* A paste an earlier test's page reported must not count. */
-    pthread_mutex_lock(&b.lock);
-    b.pasted[0] = '\0';
-    pthread_mutex_unlock(&b.lock);
+    clear_report(b.pasted);
     char *cmdline = qemu_cmdline(uuid);
     if (!strstr(cmdline, "-chardev qemu-vdagent,") || !strstr(cmdline, ",clipboard=on,mouse=off") ||
         !strstr(cmdline, "\"name\":\"com.redhat.spice.0\""))
@@ -1415,9 +1420,7 @@ static unsigned balloon_held_mib(const char *log_path)
 /* Waits until the domain's guest has all of its RAM (no balloon); the seconds it took. */
 static double wait_full_memory(const char *uuid)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "legba-%s", uuid);
-    virDomainPtr dom = virDomainLookupByName(b.conn, name);
+    virDomainPtr dom = lookup_domain(uuid);
     assert_non_null(dom);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1574,11 +1577,10 @@ static void test_egress_confined(void **state)
         snprintf(path, sizeof(path), "/var/log/libvirt/qemu/legba-%s.log", gone[i]);
         if (access(path, F_OK) == 0)
             fail_msg("%s survived DELETE", path);
-        snprintf(path, sizeof(path), "legba-%s", gone[i]);
-        virDomainPtr dom = virDomainLookupByName(b.conn, path);
+        virDomainPtr dom = lookup_domain(gone[i]);
         if (dom) {
             virDomainFree(dom);
-            fail_msg("domain %s survived DELETE", path);
+            fail_msg("domain legba-%s survived DELETE", gone[i]);
         }
         char *overlay = disk_overlay_path(b.data_dir, gone[i]);
         assert_non_null(overlay);
