@@ -171,6 +171,7 @@ static int render_domain(const Api *api, const StoreInstance *instance, const Im
         {"disk_sata", image->disk_sata ? "1" : NULL},
         {"uefi", image->uefi ? "1" : NULL},
         {"clipboard", clipboard_on(instance) ? "1" : NULL},
+        {"hotplug", image->memory_hotplug ? "1" : NULL},
     };
     const char *tmpl = domain_templates_get(api->templates, instance->size);
     if (!tmpl)
@@ -440,9 +441,11 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
                 api_instance_destroy(api, taken.uuid, false, "deleted: restore failed");
                 return -ENOENT;
             }
-            /* The balloon that shrank its saved state (pool.c) gives the guest its RAM back. */
-            if (virt_domain_balloon(api->virt, taken.uuid, (uint64_t)taken.memory_mib * 1024) < 0)
-                log_warn("instance %s: cannot deflate its balloon", taken.uuid);
+            /* The memory it gave back before the save (pool.c), plugged again as the guest runs. */
+            Hotplug h;
+            if (virt_domain_hotplug_read(api->virt, taken.uuid, &h) == 0 &&
+                virt_domain_hotplug_request(api->virt, taken.uuid, h.size_kib) < 0)
+                log_warn("instance %s: cannot ask its guest to plug its memory again", taken.uuid);
         }
         *instance = taken;
         *ret_start = standby ? "standby" : "warm";

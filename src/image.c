@@ -182,9 +182,9 @@ static bool text_has_control(const char *text)
 static int manifest_check_duplicates(const cJSON *root, char **ret_error)
 {
     static const char *const known[] = {
-        "schema",        "name",     "description", "boot",     "disk",
-        "disk_format",   "kernel",   "agent",       "initrd",   "cmdline",
-        "recipe_sha256", "built_at", "disk_bus",    "firmware", "clipboard",
+        "schema",   "name",     "description", "boot",           "disk",          "disk_format",
+        "kernel",   "agent",    "initrd",      "cmdline",        "recipe_sha256", "built_at",
+        "disk_bus", "firmware", "clipboard",   "memory_hotplug",
     };
     for (size_t k = 0; k < ARRAY_SIZE(known); k++) {
         unsigned seen = 0;
@@ -419,6 +419,10 @@ int image_manifest_parse(const char *json, size_t len, const char *image_dir, Im
     if (clipboard && !cJSON_IsBool(clipboard))
         return manifest_error(ret_error, "field 'clipboard' must be true or false");
     image->clipboard = cJSON_IsTrue(clipboard);
+    const cJSON *hotplug = cJSON_GetObjectItemCaseSensitive(root, "memory_hotplug");
+    if (hotplug && !cJSON_IsBool(hotplug))
+        return manifest_error(ret_error, "field 'memory_hotplug' must be true or false");
+    image->memory_hotplug = cJSON_IsTrue(hotplug);
 
     r = manifest_parse_kernel(root, image_dir, dir_len, image, ret_error);
     if (r < 0)

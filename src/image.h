@@ -38,6 +38,13 @@ typedef struct {
      * false: such an image only takes instances with clipboard "none".
      */
     bool clipboard;
+    /*
+     * "memory_hotplug": whether the guest onlines memory that a virtio-mem
+     * device plugs in, as movable memory it can give back (legba's images
+     * load virtio_mem and boot with memhp_default_state=online_movable).
+     * Default false: the domain then has all of its RAM as plain memory.
+     */
+    bool memory_hotplug;
 } Image;
 
 typedef struct ImageCatalog ImageCatalog;

@@ -17,14 +17,15 @@
 /* How long pool_free waits for the work under way. */
 #define POOL_STOP_WAIT_S 60
 /*
- * Before a standby save the balloon is inflated to take half of the guest's
- * RAM (see prepare_save). Its size is read every BALLOON_STEP_MS until it
- * reaches the target, stops growing for BALLOON_STEADY readings, or
- * BALLOON_MAX_MS have passed.
+ * Before a standby save the guest gives its virtio-mem memory back (see
+ * prepare_save). What it still has plugged is read every UNPLUG_STEP_MS
+ * until it is none, stops shrinking for UNPLUG_STEADY readings, or
+ * UNPLUG_MAX_MS have passed. A Chromium guest under TCG gives it back a
+ * Linux memory block (128 MiB) at a time, 2.5 to 5 s apart.
  */
-#define BALLOON_STEP_MS 500
-#define BALLOON_STEADY 4
-#define BALLOON_MAX_MS 30000
+#define UNPLUG_STEP_MS 500
+#define UNPLUG_STEADY 16
+#define UNPLUG_MAX_MS 60000
 
 typedef enum {
     JOB_BOOT,
@@ -113,39 +114,38 @@ static Job *job_find(Pool *pool, const char *uuid)
 }
 
 /*
- * Before a standby save: the balloon takes half of the never-used guest's
- * RAM. The guest gives it free memory and clean page cache first (the
- * balloon driver never pushes it into swapping or its OOM killer), and QEMU
- * drops what the balloon holds, so the saved state is smaller (about 0.4 of
- * the RAM instead of 0.6 for a small Chromium VM): the save writes less and
- * the file takes less disk. A restore did not measurably speed up with it
- * (docs/PERFORMANCE.md). The take deflates the balloon again (api.c). Best
- * effort: a guest without a balloon driver is saved as it is.
+ * Before a standby save: the never-used guest gives back the memory of its
+ * virtio-mem device (domains/<size>.xml, images with "memory_hotplug"). QEMU
+ * neither saves nor, at the restore, touches memory that is not plugged,
+ * and a restore's time goes mostly into faulting in the guest's memory on
+ * the host (docs/PERFORMANCE.md): the saved state and the restore then
+ * cover only the fixed part of the RAM. The take asks for all of it again
+ * (api.c). Best effort: what the guest cannot move out stays plugged and
+ * is saved; a domain without the device is saved as it is.
  */
-static void prepare_save(Api *api, const ConfigPoolEntry *e, const char *uuid)
+static void prepare_save(Api *api, const char *uuid)
 {
-    SizeInfo size;
-    if (domain_templates_describe(api->templates, e->size, &size) < 0)
+    Hotplug h;
+    if (virt_domain_hotplug_read(api->virt, uuid, &h) < 0)
         return;
-    uint64_t full_kib = (uint64_t)size.memory_mib * 1024, target_kib = full_kib / 2;
-    uint64_t now_kib = full_kib, last_kib = full_kib;
-    if (virt_domain_balloon(api->virt, uuid, target_kib) < 0) {
-        log_warn("pool instance %s: cannot inflate the balloon; saving all of the guest's RAM",
+    if (virt_domain_hotplug_request(api->virt, uuid, 0) < 0) {
+        log_warn("pool instance %s: cannot ask its guest to unplug memory; saving all of its RAM",
                  uuid);
         return;
     }
+    uint64_t last_kib = h.plugged_kib;
     unsigned steady = 0, waited_ms = 0;
-    while (now_kib > target_kib && steady < BALLOON_STEADY && waited_ms < BALLOON_MAX_MS) {
-        usleep(BALLOON_STEP_MS * 1000);
-        waited_ms += BALLOON_STEP_MS;
-        if (virt_domain_memory(api->virt, uuid, &now_kib) < 0)
+    while (h.plugged_kib > 0 && steady < UNPLUG_STEADY && waited_ms < UNPLUG_MAX_MS) {
+        usleep(UNPLUG_STEP_MS * 1000);
+        waited_ms += UNPLUG_STEP_MS;
+        if (virt_domain_hotplug_read(api->virt, uuid, &h) < 0)
             break;
-        steady = now_kib < last_kib ? 0 : steady + 1;
-        last_kib = now_kib;
+        steady = h.plugged_kib < last_kib ? 0 : steady + 1;
+        last_kib = h.plugged_kib;
     }
-    log_info("pool instance %s: the balloon holds %" PRIu64 " of %" PRIu64
-             " MiB after %.1f s; saving the rest",
-             uuid, (full_kib - now_kib) / 1024, full_kib / 1024, waited_ms / 1000.0);
+    log_info("pool instance %s: its guest gave back %" PRIu64 " of %" PRIu64
+             " MiB of hotplugged memory after %.1f s; saving the rest",
+             uuid, (h.size_kib - h.plugged_kib) / 1024, h.size_kib / 1024, waited_ms / 1000.0);
 }
 
 static void job_run(Job *job)
@@ -167,7 +167,7 @@ static void job_run(Job *job)
         }
         break;
     case JOB_SAVE:
-        prepare_save(api, e, job->uuid);
+        prepare_save(api, job->uuid);
         r = virt_domain_save(api->virt, job->uuid, &why);
         if (r == 0)
             r = store_instance_transition(api->store, job->uuid, INSTANCE_RUNNING, INSTANCE_STOPPED,

@@ -2,9 +2,9 @@
  * The warm pool and the standby tier: per (image, size) of the config's
  * `pool`, a number of booted, never-used VMs wait for a create. Warm ones
  * run with their page drawn; standby ones were booted the same way, then
- * saved to disk (libvirt's managed save: no RAM while they wait; the
- * balloon takes half their RAM first, so less is saved) and
- * are restored when taken. A create takes one (api.c, take_pooled) and the
+ * saved to disk (libvirt's managed save: no RAM while they wait; an image
+ * with memory hotplug gives its virtio-mem memory back first, so only the
+ * fixed part of the RAM is saved and restored) and are restored when taken. A create takes one (api.c, take_pooled) and the
  * janitor's sweep calls pool_sweep() every second, which refills, saves
  * the standby ones once ready, and removes what the config no longer asks
  * for, at most pool_boots boots at a time. Pool VMs are ordinary records

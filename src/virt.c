@@ -489,28 +489,28 @@ int virt_domain_save(Virt *virt, const char *instance_uuid, char **ret_error)
     return r;
 }
 
-int virt_domain_balloon(Virt *virt, const char *instance_uuid, uint64_t target_kib)
+int virt_domain_hotplug_read(Virt *virt, const char *instance_uuid, Hotplug *ret)
 {
     int r;
     virDomainPtr dom = lookup(virt, instance_uuid, &r, NULL);
     if (!dom)
         return r;
-    r = virDomainSetMemoryFlags(dom, target_kib, VIR_DOMAIN_AFFECT_LIVE) < 0 ? -EIO : 0;
+    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, 0);
     virDomainFree(dom);
-    return r;
+    return xml ? hotplug_read(xml, ret) : -EIO;
 }
 
-int virt_domain_memory(Virt *virt, const char *instance_uuid, uint64_t *ret_kib)
+int virt_domain_hotplug_request(Virt *virt, const char *instance_uuid, uint64_t requested_kib)
 {
     int r;
     virDomainPtr dom = lookup(virt, instance_uuid, &r, NULL);
     if (!dom)
         return r;
-    virDomainInfo info;
-    r = virDomainGetInfo(dom, &info) < 0 ? -EIO : 0;
+    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, 0), *device = NULL;
+    r = xml ? hotplug_request_xml(xml, requested_kib, &device) : -EIO;
+    if (r == 0 && virDomainUpdateDeviceFlags(dom, device, VIR_DOMAIN_AFFECT_LIVE) < 0)
+        r = -EIO;
     virDomainFree(dom);
-    if (r == 0)
-        *ret_kib = info.memory;
     return r;
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "hotplug.h"
 #include "uuid.h"
 
 #define VIRT_DOMAIN_PREFIX "legba-"
@@ -85,13 +86,17 @@ int virt_domain_log_remove(Virt *virt, const char *instance_uuid);
  */
 int virt_domain_save(Virt *virt, const char *instance_uuid, char **ret_error);
 /*
- * Sets the running domain's balloon target (its memory less what the
- * balloon holds), in KiB; the guest inflates or deflates the balloon on its
- * own time. -ENOENT, -EIO.
+ * The running domain's virtio-mem device (src/hotplug.h): its size, what is
+ * asked of the guest and what the guest has plugged. -ENODATA when the
+ * domain has none, -ENOENT, -EIO.
  */
-int virt_domain_balloon(Virt *virt, const char *instance_uuid, uint64_t target_kib);
-/* The memory a running domain's guest has now (its RAM less the balloon), in KiB. */
-int virt_domain_memory(Virt *virt, const char *instance_uuid, uint64_t *ret_kib);
+int virt_domain_hotplug_read(Virt *virt, const char *instance_uuid, Hotplug *ret);
+/*
+ * Asks the running domain's guest to have requested_kib of its virtio-mem
+ * device plugged; the guest plugs or gives back on its own time.
+ * -ENODATA, -EINVAL (more than the device holds), -ENOENT, -EIO.
+ */
+int virt_domain_hotplug_request(Virt *virt, const char *instance_uuid, uint64_t requested_kib);
 /* Pulls the plug (the domain stays defined, its disk stays) or starts it again. -ENOENT. */
 int virt_domain_power_off(Virt *virt, const char *instance_uuid, char **ret_error);
 int virt_domain_power_on(Virt *virt, const char *instance_uuid, char **ret_error);

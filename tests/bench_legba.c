@@ -127,8 +127,9 @@ typedef struct {
 
     Figure created[PATH_COUNT], frame[PATH_COUNT];
     Figure bare, bare_overlay, rss;
-    Figure saved; /* MiB of a standby VM's saved state, before each standby take */
-    Figure touch; /* ms to first touch guest_mib of fresh memory, before each standby take */
+    Figure saved;       /* MiB of a standby VM's saved state, before each standby take */
+    Figure standby_rss; /* MiB of QEMU RSS of a taken standby VM, after its first frame */
+    Figure touch;       /* ms to first touch guest_mib of fresh memory, before each standby take */
     double guest_mib;
     char *bare_xml; /* a cold instance's domain, its uuid, and its overlay's path */
     char bare_from_uuid[UUID_STR_LEN];
@@ -748,7 +749,8 @@ static int sample_run(Bench *b, Daemon *d, Sample *ret, char *why, size_t why_si
 
 /* ---- what QEMU holds: RSS over guest RAM ---- */
 
-static int measure_rss(Bench *b, const char *uuid, char *why, size_t why_size)
+/* The instance's QEMU VmRSS, in MiB, into the figure; sets the guest's RAM. */
+static int measure_rss(Bench *b, const char *uuid, Figure *into, char *why, size_t why_size)
 {
     char path[160], line[256];
     snprintf(path, sizeof(path), "/run/libvirt/qemu/legba-%s.pid", uuid);
@@ -778,7 +780,7 @@ static int measure_rss(Bench *b, const char *uuid, char *why, size_t why_size)
         return -ENOENT;
     }
     b->guest_mib = (double)max_kib / 1024;
-    samples_add(&b->rss.s, rss_kib / 1024);
+    samples_add(&into->s, rss_kib / 1024);
     return 0;
 }
 
@@ -1112,11 +1114,17 @@ static void phase_qemu(Bench *b, Path path)
         }
         if (r == 0 && path == PATH_COLD) {
             char why2[320];
-            if (measure_rss(b, s.uuid, why2, sizeof(why2)) < 0 && !b->rss.na[0])
+            if (measure_rss(b, s.uuid, &b->rss, why2, sizeof(why2)) < 0 && !b->rss.na[0])
                 FAIL(b->rss.na, "%s", why2);
             if (!b->bare_xml && keep_domain_xml(b, &d, s.uuid, why2, sizeof(why2)) < 0 &&
                 !b->bare.na[0])
                 FAIL(b->bare.na, "%s", why2);
+        }
+        if (r == 0 && path == PATH_STANDBY) {
+            char why2[320];
+            if (measure_rss(b, s.uuid, &b->standby_rss, why2, sizeof(why2)) < 0 &&
+                !b->standby_rss.na[0])
+                FAIL(b->standby_rss.na, "%s", why2);
         }
         if (s.uuid[0]) {
             char why2[320];
@@ -1569,6 +1577,7 @@ static void print_table(Bench *b, double seconds)
 
     row_per_guest_ram("QEMU RSS / guest RAM", &b->rss, "VmRSS ", b->guest_mib);
     row_per_guest_ram("standby saved state / guest RAM", &b->saved, "", b->guest_mib);
+    row_per_guest_ram("standby QEMU RSS / guest RAM", &b->standby_rss, "VmRSS ", b->guest_mib);
     r = row_add("standby 201 / first touch of RAM");
     const Figure *standby = &b->created[PATH_STANDBY];
     if (b->touch.s.n == 0 || standby->s.n == 0) {

@@ -182,14 +182,16 @@ static void test_parse_kernel(void **state)
     assert_string_equal(image->initrd_path, path);
     assert_string_equal(image->cmdline, "root=/dev/vda ro quiet");
     assert_string_equal(image->description, "");
-    /* A clipboard only when the manifest says so, kernel boot or not. */
+    /* A clipboard and memory hotplug only when the manifest says so, kernel boot or not. */
     assert_false(image->clipboard);
+    assert_false(image->memory_hotplug);
     image_free(image);
 
     json = "{\"schema\":1,\"name\":\"tiny\",\"boot\":\"kernel\",\"disk\":\"disk.qcow2\","
-           "\"kernel\":\"vmlinuz\",\"clipboard\":true}";
+           "\"kernel\":\"vmlinuz\",\"clipboard\":true,\"memory_hotplug\":true}";
     assert_int_equal(parse(f, json, &image, NULL), 0);
     assert_true(image->clipboard);
+    assert_true(image->memory_hotplug);
     image_free(image);
 }
 
@@ -294,6 +296,9 @@ static const BadManifest bad_manifests[] = {
     {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\","
      "\"clipboard\":true,\"clipboard\":false}",
      "field 'clipboard' appears more than once"},
+    {"{\"schema\":1,\"name\":\"tiny\",\"boot\":\"kernel\",\"disk\":\"disk.qcow2\","
+     "\"kernel\":\"vmlinuz\",\"memory_hotplug\":1}",
+     "field 'memory_hotplug' must be true or false"},
     {"{\"schema\":2,\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\"}",
      "field 'schema' must be 1"},
     {"{\"schema\":\"1\",\"name\":\"tiny\",\"boot\":\"firmware\",\"disk\":\"disk.qcow2\"}",

@@ -407,9 +407,11 @@ static const struct {
     unsigned vcpus;
     unsigned long mib;
     const char *resolution;
-} sizes[] = {{"small", 1, 1024, "<resolution x='1280' y='720'/>"},
-             {"medium", 2, 2048, "<resolution x='1600' y='900'/>"},
-             {"large", 4, 4096, "<resolution x='1920' y='1080'/>"}};
+    unsigned long fixed_mib; /* with memory hotplug: the RAM not on the virtio-mem device */
+    const char *cpus;
+} sizes[] = {{"small", 1, 1024, "<resolution x='1280' y='720'/>", 512, "0"},
+             {"medium", 2, 2048, "<resolution x='1600' y='900'/>", 512, "0-1"},
+             {"large", 4, 4096, "<resolution x='1920' y='1080'/>", 1024, "0-3"}};
 
 #define INSTANCE_UUID "6f1c2a4e-8b0d-4f3a-9c5e-1d2b3a4c5d6e"
 #define ORG_UUID "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
@@ -444,6 +446,7 @@ static char *render_domain(const char *tmpl, const char *size, const char *domai
         {"disk_sata", NULL},
         {"uefi", NULL},
         {"clipboard", kernel ? "1" : NULL},
+        {"hotplug", kernel ? "1" : NULL},
     };
     return render_ok(tmpl, vars, ARRAY_SIZE(vars));
 }
@@ -484,6 +487,7 @@ static void test_kernel_without_initrd_or_cmdline(void **state)
         {"disk_sata", "1"},
         {"uefi", NULL},
         {"clipboard", NULL},
+        {"hotplug", NULL},
     };
     char *xml = render_ok(domain_templates_get(t, "small"), vars, ARRAY_SIZE(vars));
     assert_contains(xml, "<kernel>/var/lib/legba/images/plain/vmlinuz</kernel>");
@@ -506,7 +510,7 @@ static void test_render_real_templates(void **state)
             bool kvm = combo & 1, kernel = combo & 2;
             char *xml = render_domain(domain_templates_get(t, sizes[i].size), sizes[i].size,
                                       kvm ? "kvm" : "qemu", kvm, kernel);
-            char expect[128];
+            char expect[512];
 
             assert_lacks(xml, "{{");
             assert_lacks(xml, "}}");
@@ -552,10 +556,7 @@ static void test_render_real_templates(void **state)
                 assert_lacks(xml, "<channel type='qemu-vdagent'>");
                 assert_lacks(xml, "name='com.redhat.spice.0'");
             }
-            /*
-             * The limits: CPU by vCPUs, throttled disk, no shared memory; the balloon
-             * is only ever inflated in a standby pool VM, before its save.
-             */
+            /* The limits: CPU by vCPUs, throttled disk, no shared memory, no balloon. */
             snprintf(expect, sizeof(expect), "<shares>%u</shares>", 1024 * sizes[i].vcpus);
             assert_contains(xml, expect);
             snprintf(expect, sizeof(expect), "<global_quota>%u</global_quota>",
@@ -565,16 +566,43 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "<total_bytes_sec>");
             assert_contains(xml, "<total_iops_sec>");
             assert_contains(xml, "<nosharepages/>");
-            assert_contains(xml, "<memballoon model='virtio'/>");
+            assert_contains(xml, "<memballoon model='none'/>");
+            /*
+             * With memory hotplug (here: the kernel-boot image), the same RAM in
+             * all: a fixed part on NUMA node 0 and the rest on a virtio-mem
+             * device, all of it asked for from the start.
+             */
+            if (kernel) {
+                snprintf(expect, sizeof(expect), "<maxMemory slots='1' unit='MiB'>%lu</maxMemory>",
+                         sizes[i].mib);
+                assert_contains(xml, expect);
+                snprintf(expect, sizeof(expect),
+                         "    <numa>\n      <cell id='0' cpus='%s' memory='%lu' unit='MiB'/>\n"
+                         "    </numa>",
+                         sizes[i].cpus, sizes[i].fixed_mib);
+                assert_contains(xml, expect);
+                unsigned long plug = sizes[i].mib - sizes[i].fixed_mib;
+                snprintf(expect, sizeof(expect),
+                         "<memory model='virtio-mem'>\n      <target>\n"
+                         "        <size unit='MiB'>%lu</size>\n        <node>0</node>\n"
+                         "        <block unit='MiB'>2</block>\n"
+                         "        <requested unit='MiB'>%lu</requested>",
+                         plug, plug);
+                assert_contains(xml, expect);
+            } else {
+                assert_lacks(xml, "<maxMemory");
+                assert_lacks(xml, "<numa>");
+                assert_lacks(xml, "model='virtio-mem'");
+            }
             assert_lacks(xml, "<filesystem");
             assert_lacks(xml, "<interface");
             assert_contains(xml, "arch='x86_64'");
             if (kvm) {
-                assert_contains(xml, "<cpu mode='host-passthrough'/>");
+                assert_contains(xml, "<cpu mode='host-passthrough'>");
                 assert_lacks(xml, "mode='maximum'");
                 assert_lacks(xml, "<tcg>");
             } else {
-                assert_contains(xml, "<cpu mode='maximum'/>");
+                assert_contains(xml, "<cpu mode='maximum'>");
                 assert_lacks(xml, "host-passthrough");
                 /* TCG's translation cache, a quarter of QEMU's default. */
                 assert_contains(xml,
@@ -599,7 +627,6 @@ static void test_render_real_templates(void **state)
             assert_contains(xml, "<input type='tablet' bus='usb'/>");
             assert_contains(xml, "<input type='keyboard' bus='usb'/>");
             assert_contains(xml, "<controller type='usb' model='qemu-xhci'/>");
-            assert_contains(xml, "<memballoon model='virtio'/>");
             /* no network, no host-reachable console, no sound */
             assert_lacks(xml, "<interface");
             assert_lacks(xml, "port=");
@@ -669,6 +696,9 @@ static void test_real_templates_define_in_libvirt(void **state)
                 assert_contains(desc, "<channel type='qemu-vdagent'>");
                 assert_contains(desc, "<clipboard copypaste='yes'/>");
                 assert_contains(desc, "<mouse mode='server'/>");
+                assert_contains(desc, "<memory model='virtio-mem'>");
+            } else {
+                assert_lacks(desc, "model='virtio-mem'");
             }
             free(desc);
 

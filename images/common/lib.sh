@@ -82,8 +82,10 @@ LEGBA_MASKED_UNITS=(
 LEGBA_INITRAMFS_MODULES=(virtio_pci virtio_blk ext4)
 
 # The kernel command line of the manifest: the root is the whole virtio
-# disk (no partition table); the screen stays free of boot messages.
-LEGBA_CMDLINE="root=/dev/vda rw console=ttyS0 quiet loglevel=3"
+# disk (no partition table); the screen stays free of boot messages; memory
+# that a virtio-mem device plugs in goes online by itself, in the movable
+# zone, so the guest can give it back (the manifest's "memory_hotplug").
+LEGBA_CMDLINE="root=/dev/vda rw console=ttyS0 quiet loglevel=3 memhp_default_state=online_movable"
 
 LEGBA_START_URL=file:///usr/share/legba/start.html
 # start.html's background: the agent reports the start page drawn at boot as
@@ -294,6 +296,7 @@ legba_write_manifest() {
   "initrd": "initrd.img",
   "cmdline": "$LEGBA_CMDLINE",
   "clipboard": true,
+  "memory_hotplug": true,
   "recipe_sha256": "$RECIPE_SHA256",
   "built_at": "$built_at"
 }
