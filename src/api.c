@@ -14,6 +14,7 @@
 #include "egress.h"
 #include "log.h"
 #include "pool.h"
+#include "prefault.h"
 #include "route.h"
 #include "util.h"
 
@@ -427,6 +428,15 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
             return r;
         if (standby) {
             _cleanup_free_ char *why = NULL;
+            /* What the restore faults in: the RAM less what the guest gave back (pool.c). */
+            uint64_t covered_mib = taken.memory_mib;
+            Hotplug h;
+            if (virt_domain_hotplug_read(api->virt, taken.uuid, &h) == 0 &&
+                h.size_kib / 1024 < covered_mib)
+                covered_mib -= h.size_kib / 1024;
+            _cleanup_(prefault_finishp) Prefault *prefault = NULL;
+            if (prefault_start(covered_mib, &prefault) < 0)
+                log_debug("instance %s: no memory faulted in ahead of its restore", taken.uuid);
             pool_restore_begin(api->pool);
             r = virt_domain_power_on(api->virt, taken.uuid, &why);
             pool_restore_end(api->pool);
@@ -442,7 +452,6 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
                 return -ENOENT;
             }
             /* The memory it gave back before the save (pool.c), plugged again as the guest runs. */
-            Hotplug h;
             if (virt_domain_hotplug_read(api->virt, taken.uuid, &h) == 0 &&
                 virt_domain_hotplug_request(api->virt, taken.uuid, h.size_kib) < 0)
                 log_warn("instance %s: cannot ask its guest to plug its memory again", taken.uuid);

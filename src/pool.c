@@ -21,11 +21,12 @@
  * prepare_save). What it still has plugged is read every UNPLUG_STEP_MS
  * until it is none, stops shrinking for UNPLUG_STEADY readings, or
  * UNPLUG_MAX_MS have passed. A Chromium guest under TCG gives it back a
- * Linux memory block (128 MiB) at a time, 2.5 to 5 s apart.
+ * Linux memory block (128 MiB) at a time, 2.5 to 5 s apart; when a block
+ * is busy, Linux's virtio-mem driver tries again 50 s later.
  */
 #define UNPLUG_STEP_MS 500
-#define UNPLUG_STEADY 16
-#define UNPLUG_MAX_MS 60000
+#define UNPLUG_STEADY 120
+#define UNPLUG_MAX_MS 120000
 
 typedef enum {
     JOB_BOOT,
