@@ -431,8 +431,8 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
             /* What the restore faults in: the RAM less what the guest gave back (pool.c). */
             uint64_t covered_mib = taken.memory_mib;
             Hotplug h;
-            if (virt_domain_hotplug_read(api->virt, taken.uuid, &h) == 0 &&
-                h.size_kib / 1024 < covered_mib)
+            bool hotplug = virt_domain_hotplug_read(api->virt, taken.uuid, &h) == 0;
+            if (hotplug && h.size_kib / 1024 < covered_mib)
                 covered_mib -= h.size_kib / 1024;
             _cleanup_(prefault_finishp) Prefault *prefault = NULL;
             if (prefault_start(covered_mib, &prefault) < 0)
@@ -452,8 +452,7 @@ static int take_pooled(Api *api, const Image *image, StoreInstance *instance,
                 return -ENOENT;
             }
             /* The memory it gave back before the save (pool.c), plugged again as the guest runs. */
-            if (virt_domain_hotplug_read(api->virt, taken.uuid, &h) == 0 &&
-                virt_domain_hotplug_request(api->virt, taken.uuid, h.size_kib) < 0)
+            if (hotplug && virt_domain_hotplug_request(api->virt, taken.uuid, h.size_kib) < 0)
                 log_warn("instance %s: cannot ask its guest to plug its memory again", taken.uuid);
         }
         *instance = taken;

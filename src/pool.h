@@ -4,11 +4,12 @@
  * run with their page drawn; standby ones were booted the same way, then
  * saved to disk (libvirt's managed save: no RAM while they wait; an image
  * with memory hotplug gives its virtio-mem memory back first, so only the
- * fixed part of the RAM is saved and restored) and are restored when taken. A create takes one
- * (api.c, take_pooled) and the janitor's sweep calls pool_sweep() every second, which refills,
- * saves the standby ones once ready, and removes what the config no longer asks for, at most
- * pool_boots boots at a time. Pool VMs are ordinary records of the pool org (STORE_POOL_ORG), so a
- * restart adopts them as it adopts any instance.
+ * fixed part of the RAM is saved and restored) and are restored when
+ * taken. A create takes one (api.c, take_pooled) and the janitor's sweep
+ * calls pool_sweep() every second, which refills, saves the standby ones
+ * once ready, and removes what the config no longer asks for, at most
+ * pool_boots boots at a time. Pool VMs are ordinary records of the pool
+ * org (STORE_POOL_ORG), so a restart adopts them as it adopts any instance.
  */
 #pragma once
 

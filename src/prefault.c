@@ -8,13 +8,9 @@
 #define PREFAULT_THREADS 2
 #define PAGE 4096
 
-typedef struct {
-    size_t len;
-} Part;
-
 struct Prefault {
     pthread_t threads[PREFAULT_THREADS];
-    Part parts[PREFAULT_THREADS];
+    size_t each; /* bytes a thread writes */
     unsigned started;
 };
 
@@ -24,15 +20,15 @@ struct Prefault {
  */
 static void *part_run(void *arg)
 {
-    const Part *part = arg;
-    char *p = mmap(NULL, part->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t len = *(const size_t *)arg;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    madvise(p, part->len, MADV_HUGEPAGE);
+    madvise(p, len, MADV_HUGEPAGE);
     volatile char *page = p;
-    for (size_t off = 0; off < part->len; off += PAGE)
+    for (size_t off = 0; off < len; off += PAGE)
         page[off] = 1;
-    munmap(p, part->len);
+    munmap(p, len);
     return NULL;
 }
 
@@ -43,10 +39,9 @@ int prefault_start(uint64_t mib, Prefault **ret)
     Prefault *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    size_t each = (size_t)(mib * 1024 * 1024 / PREFAULT_THREADS);
+    p->each = (size_t)(mib * 1024 * 1024 / PREFAULT_THREADS);
     for (unsigned i = 0; i < PREFAULT_THREADS; i++) {
-        p->parts[i].len = each;
-        int r = pthread_create(&p->threads[i], NULL, part_run, &p->parts[i]);
+        int r = pthread_create(&p->threads[i], NULL, part_run, &p->each);
         if (r != 0) {
             prefault_finish(p);
             return -r;
